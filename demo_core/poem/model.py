@@ -1,0 +1,158 @@
+"""Poem analyzer: one loader, one ``predict``.
+
+Topics come from the shipped design (see the card: original NLTK-sequence
+model, MiniLM heads, or their ensemble); the year is the text's estimate,
+pulled toward the author's median training year when the author is known, with
+a conformal 80 % interval.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _tf
+from ..cards import task_dir, verified_card
+from ..errors import InputError
+from .text import MAX_CHARS, Preprocessed, TextPipeline
+
+MAX_TITLE = 300
+MAX_AUTHOR = 200
+
+
+def embedding_text(title: str, text: str) -> str:
+    """What MiniLM reads: the title, then the poem (the first 128 word pieces count)."""
+    return f"{title.strip()}.\n{text.strip()}" if title.strip() else text.strip()
+
+
+def _normalise_author(author: str | None) -> str:
+    return " ".join((author or "").lower().split())
+
+
+@dataclass(frozen=True)
+class PoemPrediction:
+    topics: dict[str, float]
+    predicted_topics: tuple[str, ...]
+    thresholds: dict[str, float]
+    year: int
+    year_interval: tuple[int, int]
+    author_known: bool
+    warnings: tuple[str, ...]
+    preprocessing: Preprocessed
+
+    def to_dict(self) -> dict:
+        out = {"topics": {k: round(v, 6) for k, v in self.topics.items()},
+               "predicted_topics": list(self.predicted_topics),
+               "year": self.year, "year_interval": list(self.year_interval)}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+class PoemModel:
+    def __init__(self, card: dict, config: dict, pipeline: TextPipeline, original, minilm_heads, encoder,
+                 author_years: dict[str, list]):
+        self.card, self.config, self.pipeline = card, config, pipeline
+        self.topics: list[str] = config["topics"]
+        self.thresholds = np.array(config["thresholds"], np.float32)
+        self.design: str = config["design"]
+        self.author_years = author_years
+        self.encoder = encoder
+        tf = _tf.tf()
+        self._original = tf.function(lambda x: original(x, training=False), reduce_retracing=True) if original else None
+        self._minilm = tf.function(lambda x: minilm_heads(x, training=False), reduce_retracing=True) if minilm_heads else None
+        self._tf = tf
+        self.predict("Warm-up", "the sea at night")  # trace the graphs once, before visitors arrive
+
+    def predict_request(self, request: dict) -> PoemPrediction:
+        title, text, author = request.get("title", ""), request.get("text"), request.get("author")
+        for name, value in (("title", title), ("author", author)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f'"{name}" must be a string.')
+        if not isinstance(text, str):
+            raise InputError('"text" is required: the poem as a string.')
+        return self.predict(title or "", text, author)
+
+    def predict(self, title: str, text: str, author: str | None = None) -> PoemPrediction:
+        if not text or not text.strip():
+            raise InputError("Please enter the poem's text; it is empty.")
+        warnings: list[str] = []
+        if len(text) > MAX_CHARS:
+            warnings.append(f"The text was truncated to its first {MAX_CHARS:,} characters.")
+            text = text[:MAX_CHARS]
+        if len(title) > MAX_TITLE:
+            warnings.append(f"The title was truncated to {MAX_TITLE} characters.")
+            title = title[:MAX_TITLE]
+        author = (author or "")[:MAX_AUTHOR]
+        pre = self.pipeline.run(f"{title}\n{text}")
+        warnings += list(pre.warnings)
+        n_words = len(pre.lemmas)
+        if n_words == 0:
+            warnings.append("No English words were recognised; the answer is close to a guess.")
+        elif pre.n_unknown / n_words > 0.6:
+            warnings.append("Most words are outside the model's vocabulary (another language?); "
+                            "treat the answer with caution.")
+        if pre.truncated:
+            warnings.append("Only the first 150 processed words enter the sequence model.")
+
+        probs, year_z = [], []
+        if self.design in ("original", "ensemble"):
+            out = self._original(self._tf.constant([pre.ids], dtype=self._tf.int32))
+            probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
+        if self.design in ("minilm", "ensemble"):
+            emb = self.encoder.embed([embedding_text(title, text)])
+            out = self._minilm(self._tf.constant(emb))
+            probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
+        p = np.mean(probs, axis=0).astype(float)
+        year = float(np.mean(year_z)) * self.config["year_std"] + self.config["year_mean"]
+
+        key = _normalise_author(author)
+        known = key in self.author_years
+        if known:
+            median, n = self.author_years[key]
+            w = n / (n + float(self.config["author_prior_strength"]))
+            year = w * median + (1 - w) * year
+            half = self.config["interval_half_width_with_author"]
+        else:
+            if key:
+                warnings.append("This author is not in the training data, so the year comes from the text alone.")
+            half = self.config["interval_half_width_text_only"]
+        this_year = _dt.date.today().year
+        year = min(year, this_year)
+        lo, hi = int(round(year - half)), int(min(this_year, round(year + half)))
+
+        chosen = [t for t, v, th in zip(self.topics, p, self.thresholds) if v >= th]
+        if not chosen:
+            chosen = [self.topics[int(np.argmax(p))]]
+        chosen.sort(key=lambda t: -p[self.topics.index(t)])
+        return PoemPrediction(
+            topics=dict(zip(self.topics, p.tolist())), predicted_topics=tuple(chosen),
+            thresholds=dict(zip(self.topics, self.thresholds.astype(float).tolist())),
+            year=int(round(year)), year_interval=(lo, hi), author_known=known,
+            warnings=tuple(warnings), preprocessing=pre)
+
+
+_load_lock = threading.Lock()
+
+
+def load() -> PoemModel:
+    card = verified_card("poem")
+    folder = task_dir("poem")
+    keras = _tf.keras()
+    config = json.loads((folder / "poem_config.json").read_text())
+    vocab = json.loads((folder / "vocabulary.json").read_text())
+    authors = json.loads((folder / "author_years.json").read_text())
+    with _load_lock:
+        pipeline = TextPipeline(vocab)
+        original = minilm_heads = encoder = None
+        if config["design"] in ("original", "ensemble"):
+            original = keras.models.load_model(folder / "original.keras", compile=False)
+        if config["design"] in ("minilm", "ensemble"):
+            from .minilm import load_encoder
+            minilm_heads = keras.models.load_model(folder / "minilm_heads.keras", compile=False)
+            encoder = load_encoder(folder)
+    return PoemModel(card, config, pipeline, original, minilm_heads, encoder, authors)

@@ -1,0 +1,137 @@
+"""Chest X-ray model: one loader, one ``predict``.
+
+The exported Keras graph gives, in one forward pass, the four class
+probabilities, the opacity heat map and box sizes, the chest X-ray gate and the
+final feature map used for the attention map.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from .. import _tf
+from ..cards import task_dir, verified_card
+from ..errors import InputError
+from ..intake import LoadedImage, load_image
+from .boxes import decode_boxes
+from .labels import CLASSES
+from .preprocess import to_model_input
+
+# Colour photos are refused before the gate: radiographs are grey.
+_MAX_COLOURED_FRACTION = 0.05
+_COLOUR_CHROMA = 40
+
+
+@dataclass(frozen=True)
+class Box:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the input image's pixels
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
+class XrayPrediction:
+    probabilities: dict[str, float]
+    label: str
+    boxes: tuple[Box, ...]
+    is_chest_xray: bool
+    gate_score: float  # model's probability that this is a frontal chest X-ray
+    refusal_reason: str | None
+    image_size: tuple[int, int]  # (width, height)
+    preprocessing: tuple[str, ...] = ()
+    _features: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """The CLI's answer schema."""
+        return {"probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+                "label": self.label,
+                "boxes": [b.to_dict() for b in self.boxes],
+                "is_chest_xray": self.is_chest_xray}
+
+    def boxes_above(self, threshold: float) -> list[Box]:
+        return [b for b in self.boxes if b.score >= threshold]
+
+
+class XrayModel:
+    """Thread-safe: Keras inference on a loaded model does not mutate it."""
+
+    def __init__(self, keras_model, card: dict):
+        self.model = keras_model
+        self.card = card
+        decoding = card.get("decoding", {})
+        self.default_threshold = float(decoding.get("default_score_threshold", 0.3))
+        self.gate_threshold = float(decoding.get("gate_threshold", 0.5))
+        self.top_k = int(decoding.get("top_k", 10))
+        self._class_weights = keras_model.get_layer("class_logits").get_weights()[0]  # (1280, 4)
+        self._tf = _tf.tf()
+        self._forward = self._tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        self._lock = threading.Lock()
+        self.predict_image(LoadedImage(np.full((256, 256, 3), 128, np.uint8), "warm-up"))  # trace once
+
+    # -- public API
+    def predict(self, source, *, name: str | None = None) -> XrayPrediction:
+        """``source``: bytes, a path, or a LoadedImage."""
+        image = source if isinstance(source, LoadedImage) else load_image(source, name=name)
+        return self.predict_image(image)
+
+    def predict_image(self, image: LoadedImage) -> XrayPrediction:
+        x = to_model_input(image.gray())[None]
+        out = self._forward(self._tf.constant(x))
+        probs = out["probabilities"].numpy()[0].astype(float)
+        probs = probs / probs.sum()
+        heat = out["heatmap"].numpy()[0, ..., 0]
+        size = out["box_size"].numpy()[0]
+        gate = float(out["is_chest_xray"].numpy()[0, 0])
+        reason = None
+        if _coloured_fraction(image.pixels) > _MAX_COLOURED_FRACTION:
+            reason = "This is a colour image; chest radiographs are greyscale."
+        elif gate < self.gate_threshold:
+            reason = "This does not look like a frontal chest X-ray."
+        boxes = tuple(Box(tuple(b), s) for b, s in decode_boxes(heat, size, image.size, threshold=0.05,
+                                                               top_k=self.top_k))
+        return XrayPrediction(
+            probabilities=dict(zip(CLASSES, probs.tolist())),
+            label=CLASSES[int(np.argmax(probs))],
+            boxes=boxes if reason is None else (),
+            is_chest_xray=reason is None,
+            gate_score=gate,
+            refusal_reason=reason,
+            image_size=image.size,
+            preprocessing=image.steps,
+            _features=out["features"].numpy()[0],
+        )
+
+    def attention_map(self, prediction: XrayPrediction, class_name: str | None = None) -> np.ndarray:
+        """Class activation map in [0, 1], at the input image's size.
+
+        For a global-average-pool + linear head, Grad-CAM's channel weights are
+        exactly the head's weights, so no gradient pass is needed.
+        """
+        if prediction._features is None:
+            raise InputError("No features kept for this prediction.")
+        k = CLASSES.index(class_name or prediction.label)
+        cam = np.maximum(prediction._features @ self._class_weights[:, k], 0)
+        if cam.max() > 0:
+            cam = cam / cam.max()
+        w, h = prediction.image_size
+        return cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def _coloured_fraction(rgb: np.ndarray) -> float:
+    small = rgb[:: max(1, rgb.shape[0] // 256), :: max(1, rgb.shape[1] // 256)].astype(np.int16)
+    chroma = small.max(axis=2) - small.min(axis=2)
+    return float((chroma > _COLOUR_CHROMA).mean())
+
+
+def load() -> XrayModel:
+    """Verify the files against the card, then load (a few seconds, once per process)."""
+    card = verified_card("xray")
+    keras = _tf.keras()
+    model = keras.models.load_model(task_dir("xray") / "model.keras", compile=False)
+    return XrayModel(model, card)

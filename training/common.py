@@ -1,0 +1,90 @@
+"""Helpers shared by the training scripts (never imported by the app)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from demo_core.settings import data_dir  # noqa: E402
+
+
+def require_data() -> Path:
+    d = data_dir()
+    if d is None:
+        raise SystemExit("Data directory not found: set DEMO_DATA_DIR (default ../shared/data).")
+    return d
+
+
+def backbone_weights() -> Path:
+    return require_data() / "weights" / "mobilenet_v2_1.0_224_no_top_slim.weights.h5"
+
+
+def seed_everything(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import tensorflow as tf
+        tf.random.set_seed(seed)
+    except ImportError:
+        pass
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_card(folder: Path, card: dict) -> None:
+    """Write card.json with a sha256 for every other file in the folder."""
+    card = dict(card)
+    card.setdefault("date", _dt.date.today().isoformat())
+    card["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
+                     for p in sorted(folder.iterdir()) if p.is_file() and p.name != "card.json"}
+    (folder / "card.json").write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def group_split(keys: list[str], strata: list[str], fractions=(0.7, 0.15, 0.15), seed: int = 0):
+    """Assign each row to train/val/test so that rows sharing a key stay together.
+
+    Groups are shuffled within their stratum so every stratum (e.g. source x label)
+    is spread over the three splits.
+    """
+    rng = np.random.default_rng(seed)
+    group_stratum: dict[str, str] = {}
+    for k, s in zip(keys, strata):
+        group_stratum.setdefault(k, s)
+    by_stratum: dict[str, list[str]] = {}
+    for k, s in group_stratum.items():
+        by_stratum.setdefault(s, []).append(k)
+    assignment: dict[str, str] = {}
+    for s in sorted(by_stratum):
+        groups = sorted(by_stratum[s])
+        rng.shuffle(groups)
+        n = len(groups)
+        n_test = int(round(n * fractions[2]))
+        n_val = int(round(n * fractions[1]))
+        for i, g in enumerate(groups):
+            assignment[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return np.array([assignment[k] for k in keys])

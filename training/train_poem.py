@@ -1,0 +1,311 @@
+"""Train the poem analyzer: topics (18, multi-label) and year (point + 80 % interval).
+
+Compares the original design (embeddings over the NLTK id sequences, optional
+author embedding) with heads over all-MiniLM-L6-v2 sentence embeddings, and an
+ensemble; the design is chosen on validation, the test split is read once.
+
+    python training/export_minilm.py          # MiniLM weights -> weights/poem/
+    python training/train_poem.py             # about 25 min on 2 CPU cores
+    python training/train_poem.py --smoke --out /tmp/poem
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import ROOT, require_data, seed_everything, write_card
+
+from demo_core.poem.text import SEQUENCE_LENGTH, TextPipeline
+
+VOCAB_SIZE = 20000
+YEAR_MEAN, YEAR_STD = 1850.0, 100.0
+
+
+def split_of(poem_id: str) -> str:
+    h = int(hashlib.sha1(poem_id.encode()).hexdigest(), 16) % 100
+    return "test" if h < 15 else "val" if h < 30 else "train"
+
+
+def load(data: Path, smoke: bool) -> pd.DataFrame:
+    csv.field_size_limit(10**9)
+    df = pd.read_csv(data / "poems" / "poems.csv", dtype=str, keep_default_na=False, engine="python")
+    df = df[(df.topics != "") | (df.year != "")].reset_index(drop=True)
+    df["split"] = df.id.map(split_of)
+    if smoke:
+        df = pd.concat([g.head(60) for _, g in df.groupby("split")]).reset_index(drop=True)
+    df["year_f"] = pd.to_numeric(df.year, errors="coerce")
+    return df
+
+
+def features(df: pd.DataFrame, out: Path, cache: Path | None):
+    """NLTK lemmas and MiniLM embeddings for every poem (cached: this is the slow part)."""
+    from demo_core.poem.minilm import load_encoder
+    key = hashlib.sha1(("".join(df.id)).encode()).hexdigest()[:12]
+    if cache is not None and (cache / f"features_{key}.npz").is_file():
+        z = np.load(cache / f"features_{key}.npz", allow_pickle=False)
+        return [s.split(" ") if s else [] for s in z["lemmas"]], z["emb"]
+    pipe = TextPipeline()
+    t0 = time.time()
+    lemmas = [pipe.lemmas(t + "\n" + x) for t, x in zip(df.title, df.text)]
+    print(f"NLTK pipeline: {time.time() - t0:.0f}s", flush=True)
+    enc = load_encoder(out)
+    t0 = time.time()
+    emb = enc.embed([poem_text_for_embedding(t, x) for t, x in zip(df.title, df.text)], batch_size=64)
+    print(f"MiniLM: {time.time() - t0:.0f}s", flush=True)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cache / f"features_{key}.npz", lemmas=np.array([" ".join(l) for l in lemmas]), emb=emb)
+    return lemmas, emb
+
+
+def poem_text_for_embedding(title: str, text: str) -> str:
+    from demo_core.poem.model import embedding_text
+    return embedding_text(title, text)
+
+
+def topic_metrics(Y: np.ndarray, P: np.ndarray, thr: np.ndarray) -> dict:
+    from sklearn.metrics import f1_score
+    top1 = float(Y[np.arange(len(Y)), P.argmax(1)].mean())
+    pred = P >= thr
+    none = ~pred.any(1)
+    pred[none, P[none].argmax(1)] = True  # always say at least one topic
+    return {"n": int(len(Y)), "top1_accuracy": top1,
+            "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(Y, pred, average="macro", zero_division=0))}
+
+
+def best_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    grid = np.linspace(0.05, 0.9, 35)
+    thr = np.full(Y.shape[1], 0.5)
+    for k in range(Y.shape[1]):
+        f1s = []
+        for t in grid:
+            p = P[:, k] >= t
+            tp, fp, fn = (p & (Y[:, k] == 1)).sum(), (p & (Y[:, k] == 0)).sum(), (~p & (Y[:, k] == 1)).sum()
+            f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+        thr[k] = grid[int(np.argmax(f1s))]
+    return thr
+
+
+def conformal_q(residuals: np.ndarray, coverage: float = 0.8) -> float:
+    n = len(residuals)
+    level = min(1.0, np.ceil((n + 1) * coverage) / n)
+    return float(np.quantile(np.abs(residuals), level))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "weights" / "poem")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "poem")
+    ap.add_argument("--epochs", type=int, default=40)
+    args = ap.parse_args()
+    seed_everything(0)
+    data = require_data()
+    if not (args.out / "minilm.npz").is_file():
+        src = ROOT / "weights" / "poem"
+        args.out.mkdir(parents=True, exist_ok=True)
+        for f in ("minilm.npz", "minilm_vocab.txt", "MINILM_NOTICE.txt"):
+            shutil.copy(src / f, args.out / f)
+    import keras
+    from keras import layers
+
+    df = load(data, args.smoke)
+    topics = sorted({t for ts in df.topics for t in ts.split("|") if t})
+    print(len(df), "poems;", len(topics), "topics", flush=True)
+    lemmas, emb = features(df, args.out, None if args.smoke else args.cache)
+
+    vec = layers.TextVectorization(max_tokens=VOCAB_SIZE, standardize=None, split="whitespace",
+                                   output_sequence_length=SEQUENCE_LENGTH)
+    tr_mask = (df.split == "train").to_numpy()
+    vec.adapt([" ".join(l) for l, m in zip(lemmas, tr_mask) if m])
+    vocab = vec.get_vocabulary()
+    pipe = TextPipeline(vocab)
+    ids = np.array([pipe.to_ids(l)[0] for l in lemmas], np.int32)
+    assert (ids[:50] == vec([" ".join(l) for l in lemmas[:50]]).numpy()).all(), "lookup differs from TextVectorization"
+
+    Y = np.array([[1.0 if t in ts.split("|") else 0.0 for t in topics] for ts in df.topics], np.float32)
+    has_topic = Y.sum(1) > 0
+    year = df.year_f.to_numpy()
+    has_year = ~np.isnan(year)
+    yz = ((np.nan_to_num(year, nan=YEAR_MEAN) - YEAR_MEAN) / YEAR_STD).astype(np.float32)
+    authors = df.author.str.strip().str.lower().to_numpy()
+    split = df.split.to_numpy()
+    S = {s: split == s for s in ("train", "val", "test")}
+
+    # ---------------- author prior: the author's median year in the training split
+    tr_year = S["train"] & has_year
+    table = pd.DataFrame({"a": authors[tr_year], "y": year[tr_year]}).groupby("a").y.agg(["median", "count"])
+    author_table = {a: [float(r["median"]), int(r["count"])] for a, r in table.iterrows() if a}
+
+    def fit(model, x, y, sel_tr, sel_va, loss, epochs):
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+        cb = [keras.callbacks.EarlyStopping(patience=4, restore_best_weights=True)]
+        model.fit([a[sel_tr] for a in x], y[sel_tr], validation_data=([a[sel_va] for a in x], y[sel_va]),
+                  epochs=epochs if not args.smoke else 1, batch_size=64, verbose=0, callbacks=cb)
+        return model
+
+    # ---------------- design 1: the original (embeddings over NLTK sequences)
+    def original_topic_model():
+        i = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="ids")
+        e = layers.Embedding(len(vocab), 64, mask_zero=False)(i)
+        h = layers.Concatenate()([layers.GlobalAveragePooling1D()(e), layers.GlobalMaxPooling1D()(e)])
+        h = layers.Dropout(0.4)(layers.Dense(128, activation="relu")(h))
+        return keras.Model(i, layers.Dense(len(topics), activation="sigmoid", name="topics")(h))
+
+    def original_year_model():
+        i = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="ids")
+        e = layers.Embedding(len(vocab), 64)(i)
+        h = layers.Concatenate()([layers.GlobalAveragePooling1D()(e), layers.GlobalMaxPooling1D()(e)])
+        h = layers.Dropout(0.4)(layers.Dense(128, activation="relu")(h))
+        return keras.Model(i, layers.Dense(1, name="year")(h))
+
+    def minilm_model(n_out, activation):
+        i = keras.Input((emb.shape[1],), name="embedding")
+        h = layers.Dropout(0.3)(layers.Dense(256, activation="relu")(i))
+        return keras.Model(i, layers.Dense(n_out, activation=activation)(h))
+
+    tsel = {s: S[s] & has_topic for s in S}
+    ysel = {s: S[s] & has_year for s in S}
+    t0 = time.time()
+    m_orig_t = fit(original_topic_model(), [ids], Y, tsel["train"], tsel["val"], "binary_crossentropy", args.epochs)
+    m_orig_y = fit(original_year_model(), [ids], yz, ysel["train"], ysel["val"], "huber", args.epochs)
+    m_mini_t = fit(minilm_model(len(topics), "sigmoid"), [emb], Y, tsel["train"], tsel["val"], "binary_crossentropy", args.epochs)
+    m_mini_y = fit(minilm_model(1, None), [emb], yz, ysel["train"], ysel["val"], "huber", args.epochs)
+    print(f"trained heads in {time.time() - t0:.0f}s", flush=True)
+
+    P = {"original": m_orig_t.predict(ids, verbose=0), "minilm": m_mini_t.predict(emb, verbose=0)}
+    P["ensemble"] = (P["original"] + P["minilm"]) / 2
+    Yr = {"original": m_orig_y.predict(ids, verbose=0)[:, 0] * YEAR_STD + YEAR_MEAN,
+          "minilm": m_mini_y.predict(emb, verbose=0)[:, 0] * YEAR_STD + YEAR_MEAN}
+    Yr["ensemble"] = (Yr["original"] + Yr["minilm"]) / 2
+
+    def with_author(pred_year: np.ndarray, k: float) -> np.ndarray:
+        out = pred_year.copy()
+        for i, a in enumerate(authors):
+            if a in author_table:
+                med, n = author_table[a]
+                w = n / (n + k)
+                out[i] = w * med + (1 - w) * pred_year[i]
+        return out
+
+    # Validation decides the design, thresholds, author blending and interval widths.
+    designs = {}
+    for d in ("original", "minilm", "ensemble"):
+        thr = best_thresholds(Y[tsel["val"]], P[d][tsel["val"]])
+        designs[d] = {"thresholds": thr,
+                      "val_topics": topic_metrics(Y[tsel["val"]], P[d][tsel["val"]], thr),
+                      "val_year_mae": float(np.abs(Yr[d][ysel["val"]] - year[ysel["val"]]).mean())}
+    choose = max(designs, key=lambda d: designs[d]["val_topics"]["micro_f1"] - designs[d]["val_year_mae"] / 100)
+    print({d: (v["val_topics"], v["val_year_mae"]) for d, v in designs.items()}, "->", choose, flush=True)
+
+    # the author blend's prior strength k is chosen on validation poems whose author is known
+    ks = [0.25, 0.5, 1, 2, 4, 8]
+    val_known = ysel["val"] & np.array([a in author_table for a in authors])
+    k_best = min(ks, key=lambda k: np.abs(with_author(Yr[choose], k)[val_known] - year[val_known]).mean()) \
+        if val_known.any() else 1.0
+    q_text = conformal_q(Yr[choose][ysel["val"]] - year[ysel["val"]])
+    q_author = conformal_q(with_author(Yr[choose], k_best)[val_known] - year[val_known]) if val_known.any() else q_text
+
+    # ---------------- the single read of the test split
+    test = {}
+    for d in ("original", "minilm", "ensemble"):
+        yt = ysel["test"]
+        known = yt & np.array([a in author_table for a in authors])
+        test[d] = {"topics": topic_metrics(Y[tsel["test"]], P[d][tsel["test"]], designs[d]["thresholds"]),
+                   "year_mae_text_only": float(np.abs(Yr[d][yt] - year[yt]).mean()),
+                   "year_mae_with_author": float(np.abs(with_author(Yr[d], k_best)[yt] - year[yt]).mean()),
+                   "year_mae_with_known_author": float(np.abs(with_author(Yr[d], k_best)[known] - year[known]).mean())
+                   if known.any() else None}
+    yt = ysel["test"]
+    known = yt & np.array([a in author_table for a in authors])
+    shipped = test[choose]
+    shipped["year_interval_coverage_text_only"] = float((np.abs(Yr[choose][yt] - year[yt]) <= q_text).mean())
+    wa = with_author(Yr[choose], k_best)
+    q_each = np.where([a in author_table for a in authors], q_author, q_text)
+    shipped["year_interval_coverage_with_author"] = float((np.abs(wa[yt] - year[yt]) <= q_each[yt]).mean())
+    shipped["n_topic_test"], shipped["n_year_test"], shipped["n_year_test_known_author"] = \
+        int(tsel["test"].sum()), int(yt.sum()), int(known.sum())
+
+    # Baselines on the same test split.
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.multiclass import OneVsRestClassifier
+    docs = [" ".join(l) for l in lemmas]
+    tf = TfidfVectorizer(min_df=2, max_features=30000, sublinear_tf=True).fit([d_ for d_, m in zip(docs, S["train"]) if m])
+    X = tf.transform(docs)
+    prior = Y[tsel["train"]].mean(0)
+    baselines = {"most_frequent_topic_top1": float(Y[tsel["test"]][:, prior.argmax()].mean()),
+                 "median_year_mae": float(np.abs(np.median(year[ysel["train"]]) - year[yt]).mean())}
+    if not args.smoke:
+        lr = OneVsRestClassifier(LogisticRegression(C=4, max_iter=2000)).fit(X[tsel["train"]], Y[tsel["train"]])
+        Pt = lr.predict_proba(X)
+        baselines["tfidf_logreg"] = topic_metrics(Y[tsel["test"]], Pt[tsel["test"]],
+                                                  best_thresholds(Y[tsel["val"]], Pt[tsel["val"]]))
+        rg = Ridge(alpha=3.0).fit(X[ysel["train"]], year[ysel["train"]])
+        baselines["tfidf_ridge_year_mae"] = float(np.abs(rg.predict(X[yt]) - year[yt]).mean())
+    print(json.dumps({"test": test, "baselines": baselines}, indent=1), flush=True)
+
+    # ---------------- export
+    for f in args.out.glob("*"):
+        if f.name not in ("minilm.npz", "minilm_vocab.txt", "MINILM_NOTICE.txt"):
+            f.unlink()
+    i_ids = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="ids")
+    original = keras.Model(i_ids, {"topics": m_orig_t(i_ids), "year": m_orig_y(i_ids)}, name="poem_original")
+    i_emb = keras.Input((emb.shape[1],), name="embedding")
+    mini = keras.Model(i_emb, {"topics": m_mini_t(i_emb), "year": m_mini_y(i_emb)}, name="poem_minilm")
+    original.save(args.out / "original.keras")
+    mini.save(args.out / "minilm_heads.keras")
+    config = {"design": choose, "topics": topics, "thresholds": designs[choose]["thresholds"].round(4).tolist(),
+              "year_mean": YEAR_MEAN, "year_std": YEAR_STD, "interval_half_width_text_only": q_text,
+              "interval_half_width_with_author": q_author, "author_prior_strength": k_best,
+              "sequence_length": SEQUENCE_LENGTH}
+    (args.out / "poem_config.json").write_text(json.dumps(config, indent=1))
+    (args.out / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (args.out / "author_years.json").write_text(json.dumps(author_table, ensure_ascii=False, sort_keys=True))
+    counts = {s: {"topics": int(tsel[s].sum()), "year": int(ysel[s].sum())} for s in S}
+    card = {
+        "name": "Poem analyzer: topics and year", "task": "poem", "version": "1.0.0" if not args.smoke else "smoke",
+        "architecture": f"Shipped design: {choose}. original = Embedding(20k x 64) over the 150 NLTK lemma ids, "
+                        "mean+max pooling, dense 128; minilm = all-MiniLM-L6-v2 sentence embedding of title + "
+                        "text (first 128 word pieces, TensorFlow re-implementation) + dense 256; ensemble = mean "
+                        "of both. Year = text prediction blended with the author's median training year when the "
+                        "author is known (n / (n + k)).",
+        "labels": topics,
+        "input": {"title": "str", "text": "str (up to 20,000 characters)", "author": "optional str",
+                  "preprocessing": "decontraction (own table), Punkt tokens, lowercase words, NLTK English stop "
+                                   "words removed, POS-tagged WordNet lemmas, TextVectorization vocabulary (20k), "
+                                   "padded/truncated to 150"},
+        "training_data": {"dataset": "shared/data/poems/poems.csv (PoemHunter, public-domain-poetry, Poetry "
+                                     "Foundation slice); poems with at least one topic or a year",
+                          "split": "70/15/15 by a hash of the poem id (authors can appear in several splits)",
+                          "counts": counts,
+                          "year_labels": "mostly estimated from the author's life (midlife or birth + 30); only "
+                                         "~3 % are per-poem years. A noisy label."},
+        "selection": {"by": "validation micro-F1 minus year MAE/100", "validation": {
+            d: {"topics": v["val_topics"], "year_mae": v["val_year_mae"]} for d, v in designs.items()}},
+        "metrics": {"test": test, "shipped": choose},
+        "baselines": baselines,
+        "targets": {"top1_accuracy": 0.78, "micro_f1": 0.55, "year_mae": 30, "interval_coverage": [0.75, 0.85]},
+        "limitations": ["Topics come from keyword-mapped source tags; poems often fit more topics than tagged.",
+                        "Year labels are per-author estimates, not composition dates; the year from text alone "
+                        "is a rough era guess.", "English only; other languages get an answer but it means little.",
+                        "MiniLM reads only the first 128 word pieces (title and opening lines)."],
+        "license": "Heads trained on poems of mixed copyright status (no text is shipped); MiniLM weights "
+                   "Apache-2.0 (MINILM_NOTICE.txt).",
+    }
+    write_card(args.out, card)
+    print("wrote", args.out, flush=True)
+
+
+if __name__ == "__main__":
+    main()
