@@ -122,9 +122,12 @@ def _load_raster(data: bytes, max_pixels: int) -> LoadedImage:
             img.load()
         except InputError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError("The image's header declares far more pixels than this demo accepts "
+                             f"({max_pixels / 1e6:.0f} megapixels); it was refused without decoding.") from None
+        except UnidentifiedImageError:
             raise InputError("This file is not an image we can read (PNG, JPEG, WebP, BMP, TIFF or "
-                             "DICOM), or it is too large to decode safely.") from None
+                             "DICOM).") from None
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError, IndexError,
                 KeyError, struct_error(), ZeroDivisionError, RuntimeError):
             raise InputError("The image file is damaged or truncated and cannot be decoded.") from None
@@ -294,19 +297,29 @@ def _dicom_gray(ds, arr, photometric, apply_modality_lut, apply_voi_lut):
         values = apply_modality_lut(arr, ds)
         steps.append("DICOM modality rescale (slope/intercept) applied")
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    if "VOILUTSequence" in ds or has_window:
-        values = apply_voi_lut(values, ds, index=0)
-        if "VOILUTSequence" in ds:
-            steps.append("DICOM VOI LUT applied")
+    values = np.asarray(values, dtype=np.float64)
+    if "VOILUTSequence" in ds:
+        lut = ds.VOILUTSequence[0]
+        mapped = np.asarray(apply_voi_lut(arr if values is arr else values, ds, index=0), dtype=np.float64)
+        table = np.asarray(lut.LUTData, dtype=np.float64).ravel()
+        lo, hi = float(table.min()), float(table.max())
+        gray = np.zeros(mapped.shape, np.uint8) if hi <= lo else \
+            (np.clip((mapped - lo) / (hi - lo), 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        steps.append("DICOM VOI LUT applied")
+    elif has_window and _first(ds.WindowWidth) > 0:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper()
+        # DICOM PS3.3 C.11.2.1.2: the window maps linearly (or by a sigmoid) onto the full output range.
+        if function == "SIGMOID":
+            scaled = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        elif function == "LINEAR_EXACT":
+            scaled = (values - center) / width + 0.5
         else:
-            center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-            steps.append(f"DICOM window applied (center {center:g}, width {width:g})")
-        values = np.asarray(values, dtype=np.float64)
-        lo, hi = float(values.min()), float(values.max())
-        gray = np.zeros(values.shape, np.uint8) if hi <= lo else \
-            ((values - lo) / (hi - lo) * 255.0 + 0.5).astype(np.uint8)
+            scaled = (values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
+        gray = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        steps.append(f"DICOM window applied (center {center:g}, width {width:g})")
     else:
-        gray = _window_to_uint8(np.asarray(values, dtype=np.float64))
+        gray = _window_to_uint8(values)
         steps.append("no window in the file: 0.5-99.5 percentile window applied")
     if photometric == "MONOCHROME1":
         gray = 255 - gray

@@ -46,24 +46,33 @@ def load(data: Path, smoke: bool) -> pd.DataFrame:
     return df
 
 
+MINILM_CHUNKS = 4
+
+
 def features(df: pd.DataFrame, out: Path, cache: Path | None):
     """NLTK lemmas and MiniLM embeddings for every poem (cached: this is the slow part)."""
     from demo_core.poem.minilm import load_encoder
     key = hashlib.sha1(("".join(df.id)).encode()).hexdigest()[:12]
-    if cache is not None and (cache / f"features_{key}.npz").is_file():
-        z = np.load(cache / f"features_{key}.npz", allow_pickle=False)
-        return [s.split(" ") if s else [] for s in z["lemmas"]], z["emb"]
-    pipe = TextPipeline()
-    t0 = time.time()
-    lemmas = [pipe.lemmas(t + "\n" + x) for t, x in zip(df.title, df.text)]
-    print(f"NLTK pipeline: {time.time() - t0:.0f}s", flush=True)
+    lemma_file = cache / f"lemmas_{key}.npz" if cache else None
+    emb_file = cache / f"minilm_{key}_chunks{MINILM_CHUNKS}.npy" if cache else None
+    if lemma_file is not None and lemma_file.is_file():
+        lemmas = [s.split(" ") if s else [] for s in np.load(lemma_file)["lemmas"]]
+    else:
+        pipe = TextPipeline()
+        t0 = time.time()
+        lemmas = [pipe.lemmas(t + "\n" + x) for t, x in zip(df.title, df.text)]
+        print(f"NLTK pipeline: {time.time() - t0:.0f}s", flush=True)
+        if lemma_file is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(lemma_file, lemmas=np.array([" ".join(l) for l in lemmas]))
+    if emb_file is not None and emb_file.is_file():
+        return lemmas, np.load(emb_file)
     enc = load_encoder(out)
     t0 = time.time()
-    emb = enc.embed([poem_text_for_embedding(t, x) for t, x in zip(df.title, df.text)], batch_size=64)
+    emb = enc.embed_long([poem_text_for_embedding(t, x) for t, x in zip(df.title, df.text)], max_chunks=MINILM_CHUNKS)
     print(f"MiniLM: {time.time() - t0:.0f}s", flush=True)
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(cache / f"features_{key}.npz", lemmas=np.array([" ".join(l) for l in lemmas]), emb=emb)
+    if emb_file is not None:
+        np.save(emb_file, emb)
     return lemmas, emb
 
 
@@ -259,16 +268,21 @@ def main() -> None:
     for f in args.out.glob("*"):
         if f.name not in ("minilm.npz", "minilm_vocab.txt", "MINILM_NOTICE.txt"):
             f.unlink()
+    def clean(m):  # a fresh copy without optimizer state keeps the files small
+        c = keras.models.clone_model(m)
+        c.set_weights(m.get_weights())
+        return c
+
     i_ids = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="ids")
-    original = keras.Model(i_ids, {"topics": m_orig_t(i_ids), "year": m_orig_y(i_ids)}, name="poem_original")
+    original = keras.Model(i_ids, {"topics": clean(m_orig_t)(i_ids), "year": clean(m_orig_y)(i_ids)}, name="poem_original")
     i_emb = keras.Input((emb.shape[1],), name="embedding")
-    mini = keras.Model(i_emb, {"topics": m_mini_t(i_emb), "year": m_mini_y(i_emb)}, name="poem_minilm")
+    mini = keras.Model(i_emb, {"topics": clean(m_mini_t)(i_emb), "year": clean(m_mini_y)(i_emb)}, name="poem_minilm")
     original.save(args.out / "original.keras")
     mini.save(args.out / "minilm_heads.keras")
     config = {"design": choose, "topics": topics, "thresholds": designs[choose]["thresholds"].round(4).tolist(),
               "year_mean": YEAR_MEAN, "year_std": YEAR_STD, "interval_half_width_text_only": q_text,
               "interval_half_width_with_author": q_author, "author_prior_strength": k_best,
-              "sequence_length": SEQUENCE_LENGTH}
+              "sequence_length": SEQUENCE_LENGTH, "minilm_chunks": MINILM_CHUNKS}
     (args.out / "poem_config.json").write_text(json.dumps(config, indent=1))
     (args.out / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (args.out / "author_years.json").write_text(json.dumps(author_table, ensure_ascii=False, sort_keys=True))
@@ -277,7 +291,7 @@ def main() -> None:
         "name": "Poem analyzer: topics and year", "task": "poem", "version": "1.0.0" if not args.smoke else "smoke",
         "architecture": f"Shipped design: {choose}. original = Embedding(20k x 64) over the 150 NLTK lemma ids, "
                         "mean+max pooling, dense 128; minilm = all-MiniLM-L6-v2 sentence embedding of title + "
-                        "text (first 128 word pieces, TensorFlow re-implementation) + dense 256; ensemble = mean "
+                        "text (mean of up to 4 windows of 128 word pieces, TensorFlow re-implementation) + dense 256; ensemble = mean "
                         "of both. Year = text prediction blended with the author's median training year when the "
                         "author is known (n / (n + k)).",
         "labels": topics,
@@ -299,7 +313,7 @@ def main() -> None:
         "limitations": ["Topics come from keyword-mapped source tags; poems often fit more topics than tagged.",
                         "Year labels are per-author estimates, not composition dates; the year from text alone "
                         "is a rough era guess.", "English only; other languages get an answer but it means little.",
-                        "MiniLM reads only the first 128 word pieces (title and opening lines)."],
+                        "MiniLM reads at most 4 x 126 word pieces (about 350 words); longer poems are cut."],
         "license": "Heads trained on poems of mixed copyright status (no text is shipped); MiniLM weights "
                    "Apache-2.0 (MINILM_NOTICE.txt).",
     }

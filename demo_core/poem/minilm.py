@@ -39,7 +39,7 @@ class WordPieceTokenizer:
 
     def __init__(self, vocab: list[str]):
         self.vocab = {tok: i for i, tok in enumerate(vocab)}
-        self.cls, self.sep, self.unk, self.pad = (self.vocab[t] for t in ("[CLS]", "[SEP]", "[UNK]", "[PAD]"))
+        self.cls, self.sep, self.unk, self.pad_id = (self.vocab[t] for t in ("[CLS]", "[SEP]", "[UNK]", "[PAD]"))
 
     def basic_tokens(self, text: str) -> list[str]:
         chars = []
@@ -87,23 +87,34 @@ class WordPieceTokenizer:
             start = end
         return ids
 
-    def encode(self, text: str, max_tokens: int = MAX_TOKENS) -> list[int]:
+    def pieces(self, text: str, limit: int) -> list[int]:
         ids: list[int] = []
         for word in self.basic_tokens(text):
             ids.extend(self.wordpieces(word))
-            if len(ids) >= max_tokens - 2:
+            if len(ids) >= limit:
                 break
-        return [self.cls] + ids[: max_tokens - 2] + [self.sep]
+        return ids[:limit]
 
-    def batch(self, texts: list[str], max_tokens: int = MAX_TOKENS) -> tuple[np.ndarray, np.ndarray]:
-        encoded = [self.encode(t, max_tokens) for t in texts]
+    def encode(self, text: str, max_tokens: int = MAX_TOKENS) -> list[int]:
+        return [self.cls] + self.pieces(text, max_tokens - 2) + [self.sep]
+
+    def chunks(self, text: str, max_chunks: int, max_tokens: int = MAX_TOKENS) -> list[list[int]]:
+        """Consecutive windows of the text, each a full [CLS] ... [SEP] sequence."""
+        step = max_tokens - 2
+        ids = self.pieces(text, step * max_chunks)
+        return [[self.cls] + ids[i:i + step] + [self.sep] for i in range(0, max(len(ids), 1), step)]
+
+    def pad(self, encoded: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         length = max(len(e) for e in encoded)
-        ids = np.full((len(texts), length), self.pad, np.int32)
-        mask = np.zeros((len(texts), length), np.int32)
+        ids = np.full((len(encoded), length), self.pad_id, np.int32)
+        mask = np.zeros((len(encoded), length), np.int32)
         for i, e in enumerate(encoded):
             ids[i, : len(e)] = e
             mask[i, : len(e)] = 1
         return ids, mask
+
+    def batch(self, texts: list[str], max_tokens: int = MAX_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+        return self.pad([self.encode(t, max_tokens) for t in texts])
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -161,6 +172,24 @@ class MiniLMEncoder:
             ids, mask = self.tokenizer.batch(texts[i:i + batch_size])
             out.append(self._embed(ids, mask).numpy())
         return np.concatenate(out) if out else np.zeros((0, HIDDEN), np.float32)
+
+
+    def embed_long(self, texts: list[str], max_chunks: int = 4, batch_size: int = 64) -> np.ndarray:
+        """Whole-poem embeddings: the mean of up to ``max_chunks`` consecutive 128-piece windows."""
+        chunks, owner = [], []
+        for i, t in enumerate(texts):
+            for c in self.tokenizer.chunks(t, max_chunks):
+                chunks.append(c)
+                owner.append(i)
+        order = np.argsort([len(c) for c in chunks], kind="stable")  # similar lengths batch together
+        vecs = np.zeros((len(chunks), HIDDEN), np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            ids, mask = self.tokenizer.pad([chunks[j] for j in idx])
+            vecs[idx] = self._embed(ids, mask).numpy()
+        out = np.zeros((len(texts), HIDDEN), np.float32)
+        np.add.at(out, np.asarray(owner), vecs)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 
 def load_encoder(folder: Path) -> MiniLMEncoder:

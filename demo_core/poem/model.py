@@ -104,7 +104,8 @@ class PoemModel:
             out = self._original(self._tf.constant([pre.ids], dtype=self._tf.int32))
             probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
         if self.design in ("minilm", "ensemble"):
-            emb = self.encoder.embed([embedding_text(title, text)])
+            emb = self.encoder.embed_long([embedding_text(title, text)],
+                                          max_chunks=int(self.config.get("minilm_chunks", 1)))
             out = self._minilm(self._tf.constant(emb))
             probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
         p = np.mean(probs, axis=0).astype(float)

@@ -1,0 +1,113 @@
+"""Example inputs for the app, read from the data directory at run time (never shipped).
+
+Every function returns an empty result when the data directory is absent, so
+the app still works on a deployment without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .settings import data_dir
+
+
+@dataclass(frozen=True)
+class Example:
+    label: str
+    path: Path
+    note: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def xray_examples() -> tuple[Example, ...]:
+    """One film per class, from sources whose licence allows showing them (CC BY first)."""
+    d = data_dir()
+    if d is None or not (d / "cxr" / "manifest.csv").is_file():
+        return ()
+    with open(d / "cxr" / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    picks: list[Example] = []
+    wanted = [("typical", "hannover", "COVID-19, Hannover Medical School (CC BY 3.0)"),
+              ("typical", "covidquex", "COVID-19 with expert opacity annotation (COVID-QU-Ex)"),
+              ("negative", "covidquex", "No finding (COVID-QU-Ex)"),
+              ("atypical", "covidquex", "Non-COVID pneumonia (COVID-QU-Ex)"),
+              ("indeterminate", "ieee8023", "Non-COVID viral pneumonia (ieee8023)")]
+    for label, source, note in wanted:
+        for r in rows[::-1]:  # from the end: less likely to be the first rows anyone trains on
+            if r["label"] == label and Path(r["file"]).name.startswith(source + "_") and \
+                    (label != "typical" or source != "covidquex" or r["boxes"] != "[]"):
+                picks.append(Example(f"{label.capitalize()}: {note}", d / "cxr" / r["file"], note))
+                break
+    return tuple(picks)
+
+
+@functools.lru_cache(maxsize=1)
+def poem_examples() -> tuple[dict, ...]:
+    """Public-domain poems (facjure/public-domain-poetry rows) with a known year."""
+    d = data_dir()
+    if d is None or not (d / "poems" / "poems.csv").is_file():
+        return ()
+    csv.field_size_limit(10**9)
+    out = []
+    with open(d / "poems" / "poems.csv", newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if r["id"].startswith("pdp_") and r["topics"] and r["year"] and 200 < len(r["text"]) < 1500:
+                out.append({"title": r["title"], "text": r["text"], "author": r["author"],
+                            "year": r["year"], "topics": r["topics"].replace("|", ", ")})
+    rng = np.random.default_rng(3)
+    idx = rng.choice(len(out), size=min(12, len(out)), replace=False) if out else []
+    return tuple(out[i] for i in idx)
+
+
+@functools.lru_cache(maxsize=1)
+def car_photo_examples() -> tuple[Example, ...]:
+    d = data_dir()
+    if d is None or not (d / "cars" / "images.csv").is_file():
+        return ()
+    with open(d / "cars" / "images.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    picks = []
+    for want in ("BMW", "Audi", "Ford", "Mercedes-Benz"):
+        for r in rows:
+            if r["is_car"] == "1" and r["brand"] == want and r["file"].split("/")[-1].startswith("sc_"):
+                picks.append(Example(f"{want} {r['model']} {r['year']}".strip(), d / "cars" / r["file"]))
+                break
+    for r in rows:
+        if r["is_car"] == "0" and "int_" in r["file"]:
+            picks.append(Example("Not a car exterior: " + r["content"][:40], d / "cars" / r["file"]))
+            break
+    return tuple(picks)
+
+
+def as_dicom(gray: np.ndarray, *, monochrome1: bool = False, window: tuple[float, float] | None = None,
+             patient_name: str = "Anonymous", patient_id: str = "EXAMPLE") -> bytes:
+    """Wrap an 8-bit grayscale image in a minimal DICOM file, in memory (examples and tests)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["demo", patient_id])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = patient_name, patient_id, "DX"
+    pixels = gray.astype(np.uint16) * 16  # 12-bit range, as detectors write
+    if monochrome1:
+        pixels = 4095 - pixels
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

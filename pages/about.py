@@ -1,0 +1,41 @@
+"""About & privacy."""
+
+import streamlit as st
+
+st.title("🔒 About & privacy")
+st.header("Not a medical device")
+st.write("The chest X-ray demo is a student project for teaching. It is **not for clinical use**. Its labels are "
+         "mapped from diagnoses in public research collections, not read by radiologists. Its accuracy differs "
+         "by image source, and it has never been validated on a clinical population. Do not use it to make any "
+         "decision about a patient.")
+st.header("What happens to your uploads")
+st.markdown("""
+- Files are decoded **in memory**, used for one prediction, and discarded. Nothing is written to disk, stored
+  or sent anywhere. The models run on this server; no third-party service is called.
+- DICOM files can carry patient identifiers. The app never shows or logs them. It shows only technical fields
+  (modality, view, photometric interpretation, size). DICOM library warnings are silenced because they can
+  quote element values.
+- Nothing about your inputs is logged. Streamlit's usage statistics are switched off.
+- Anonymise images before uploading them anyway. A hosted server is somebody else's computer.
+""")
+st.header("Data and licences")
+st.markdown("""
+| Demo | Training data | Licence notes |
+|---|---|---|
+| Chest X-ray | 2,939 public frontal radiographs: ieee8023 covid-chestxray-dataset, Hannover Medical School, Actualmed, Figure1, COVID-CXNet, TBX11K samples, COVID-QU-Ex, COVID-19 Radiography Database | mixed: CC BY, CC BY-NC-SA/ND, research-only and unverified. Demo and research use only |
+| Poem analyzer | ~16,000 poems: PoemHunter (Kaggle), facjure public-domain-poetry, a Poetry Foundation slice | many texts are in copyright. **No poem text ships with the app.** Examples are public-domain poems read from the data directory |
+| Car price | 87,829 UK used-car listings (Kaggle "100,000 UK Used Car Data set"); car and not-car photos (Stanford Cars, Roboflow damage sets, natural_images, others) | research/demo use; Stanford Cars is non-commercial |
+| Backbones | MobileNetV2 ImageNet weights (TF-slim checkpoint via JonathanCMitchell/mobilenet_v2_keras); all-MiniLM-L6-v2 sentence model | Apache-2.0 / MIT; Apache-2.0 |
+
+Each model's card (**Models** page) lists its data, split, held-out metrics, baselines and the sha256 of
+every weight file.
+""")
+st.header("Honest limits")
+st.markdown("""
+- **X-ray.** Classes correlate with the source collection. Accuracy is reported per source. "Indeterminate" is rare.
+  The gate refuses photos and documents, but it has never seen CT, MRI or other body parts.
+- **Poems.** Year labels are mostly estimated from the author's life, so the year is an era guess. Topics come
+  from keyword-mapped tags.
+- **Cars.** These are 2020 UK asking prices for nine brands. A photo cannot tell a car's year or mileage, so a
+  price from a photo alone is wide.
+""")

@@ -1,0 +1,133 @@
+"""Models: every card, its held-out metrics against its baselines, and its files."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from demo_core.cards import all_cards
+
+st.title("📊 Models")
+st.write("Every model is trained by a script in `training/` and ships with a card. All metrics are measured on "
+         "a held-out test split that no training or tuning step saw.")
+
+cards = all_cards()
+
+
+def target_table(rows: list[tuple[str, object, object, object]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["metric", "result", "target", "baseline"]).astype(str)
+
+
+def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None):
+    fig = go.Figure(go.Bar(x=list(values), y=list(values.values()), text=[format(v, fmt) for v in values.values()],
+                           textposition="outside", marker_color="#1f6feb"))
+    if target is not None:
+        fig.add_hline(y=target, line_dash="dash", line_color="#d1242f", annotation_text="target")
+    fig.update_layout(title=title, height=320, yaxis=dict(range=[0, 1.1]), margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, use_container_width=True)
+
+
+def files_and_notes(card: dict):
+    with st.expander("Files, data, split and limitations"):
+        st.dataframe(pd.DataFrame([{"file": k, "MB": round(v["bytes"] / 2**20, 2), "sha256": v["sha256"]}
+                                   for k, v in card.get("files", {}).items()]), hide_index=True)
+        st.json({k: card.get(k) for k in ("version", "date", "architecture", "input", "training_data", "license")},
+                expanded=False)
+        for lim in card.get("limitations", []):
+            st.write(f"- {lim}")
+
+
+def fmt(v, spec=".3f"):
+    return "—" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+tabs = st.tabs(["Chest X-ray", "Poem analyzer", "Car price"])
+with tabs[0]:
+    card = cards["xray"]
+    if isinstance(card, str):
+        st.error(card)
+    else:
+        st.subheader(card["name"])
+        t, g, b = card["metrics"]["test"], card["metrics"]["gate"], card.get("baselines", {})
+        probe = b.get("imagenet_linear_probe", {})
+        src = t.get("accuracy_per_source", {})
+        st.dataframe(target_table([
+            ("accuracy (4 classes)", fmt(t["accuracy"]), "≥ 0.85", f"probe {fmt(probe.get('accuracy'))}, always-typical {fmt(b.get('always_typical_accuracy'))}"),
+            ("macro one-vs-rest AUC", fmt(t["macro_auc"]), "≥ 0.93", f"probe {fmt(probe.get('macro_auc'))}"),
+            ("accuracy on ieee8023", fmt(src.get("ieee8023", {}).get("accuracy")), "≥ 0.65",
+             f"probe {fmt(probe.get('accuracy_per_source', {}).get('ieee8023', {}).get('accuracy'))}"),
+            ("opacity AP@0.5", fmt(t.get("opacity_ap50")), "≥ 0.40", ""),
+            ("gate: chest X-rays accepted", fmt(g.get("test_chest_xrays_accepted")), "≥ 0.98", ""),
+            ("gate: photos/documents refused", fmt(g.get("test_negatives_refused")), "≥ 0.99", ""),
+        ]), hide_index=True)
+        c1, c2 = st.columns(2)
+        with c1:
+            bar("Accuracy per source (held-out)", {f"{k} (n={v['n']})": v["accuracy"] for k, v in src.items()}, target=0.85)
+        with c2:
+            bar("AUC and AP per class (held-out)", {f"AUC {k}": v for k, v in t.get("auc_per_class", {}).items()}
+                | {f"AP {k}": v for k, v in t.get("ap_per_class", {}).items()}, ".2f")
+        hist = card.get("training", {}).get("history", [])
+        if hist:
+            h = pd.DataFrame(hist)
+            fig = go.Figure([go.Scatter(x=h.epoch, y=h.val_accuracy, name="val accuracy"),
+                             go.Scatter(x=h.epoch, y=h.val_macro_auc, name="val macro AUC")])
+            fig.update_layout(title="Training curve (validation)", height=280, margin=dict(l=10, r=10, t=40, b=10))
+            st.plotly_chart(fig, use_container_width=True)
+        files_and_notes(card)
+
+with tabs[1]:
+    card = cards["poem"]
+    if isinstance(card, str):
+        st.error(card)
+    else:
+        st.subheader(card["name"])
+        shipped = card["metrics"]["shipped"]
+        tests = card["metrics"]["test"]
+        s, b = tests[shipped], card.get("baselines", {})
+        st.write(f"Shipped design: **{shipped}** (chosen on validation).")
+        st.dataframe(target_table([
+            ("top-1 topic accuracy", fmt(s["topics"]["top1_accuracy"]), "≥ 0.78",
+             f"most frequent {fmt(b.get('most_frequent_topic_top1'))}, TF-IDF+LR {fmt(b.get('tfidf_logreg', {}).get('top1_accuracy'))}"),
+            ("topic micro-F1", fmt(s["topics"]["micro_f1"]), "≥ 0.55", f"TF-IDF+LR {fmt(b.get('tfidf_logreg', {}).get('micro_f1'))}"),
+            ("year MAE, text only (years)", fmt(s["year_mae_text_only"], ".1f"), "≤ 30",
+             f"median {fmt(b.get('median_year_mae'), '.1f')}, TF-IDF ridge {fmt(b.get('tfidf_ridge_year_mae'), '.1f')}"),
+            ("year MAE, with author", fmt(s["year_mae_with_author"], ".1f"), "≤ 30", ""),
+            ("80 % interval coverage, text only", fmt(s.get("year_interval_coverage_text_only")), "0.75–0.85", ""),
+            ("80 % interval coverage, with author", fmt(s.get("year_interval_coverage_with_author")), "0.75–0.85", ""),
+        ]), hide_index=True)
+        comp = pd.DataFrame({d: {"top-1": v["topics"]["top1_accuracy"], "micro-F1": v["topics"]["micro_f1"],
+                                 "year MAE (text)": v["year_mae_text_only"], "year MAE (author)": v["year_mae_with_author"]}
+                             for d, v in tests.items()}).T
+        st.write("Designs compared on the same held-out poems:")
+        st.dataframe(comp.style.format("{:.3f}"))
+        fig = go.Figure([go.Bar(name=m, x=comp.index, y=comp[m]) for m in ("top-1", "micro-F1")])
+        fig.update_layout(barmode="group", title="Topics by design (held-out)", height=300, yaxis=dict(range=[0, 1]),
+                          margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(fig, use_container_width=True)
+        files_and_notes(card)
+
+with tabs[2]:
+    card = cards["car"]
+    if isinstance(card, str):
+        st.error(card)
+    else:
+        st.subheader(card["name"])
+        t, p, b = card["metrics"]["test"], card["metrics"]["photo_test"], card.get("baselines", {})
+        st.dataframe(target_table([
+            ("MAPE from details", fmt(t["mape"], ".1%"), "≤ 7 %", f"median price {fmt(b.get('median_price_mape'), '.1%')}, Keras MLP {fmt(b.get('keras_embedding_mlp_mape'), '.1%')}"),
+            ("80 % interval coverage", fmt(t["interval_coverage_80"]), "0.75–0.85", ""),
+            ("car / not-car balanced accuracy", fmt(p["car_not_car_balanced_accuracy"]), "≥ 0.995",
+             f"linear probe {fmt(b.get('linear_probe_car_balanced_accuracy'))}"),
+            ("make top-1 (listing brands)", fmt(p.get("make_top1_listing_brands")), "≥ 0.85",
+             f"linear probe {fmt(b.get('linear_probe_make_top1'))}"),
+        ]), hide_index=True)
+        partial = card["metrics"].get("partial_details_test", {})
+        if partial:
+            st.write("When the visitor leaves fields out (held-out listings):")
+            st.dataframe(pd.DataFrame(partial).T.style.format({"mape": "{:.1%}", "interval_coverage_80": "{:.2f}", "n": "{:.0f}"}))
+        c1, c2 = st.columns(2)
+        with c1:
+            bar("Make accuracy per brand (held-out photos)", p.get("make_top1_per_brand", {}), target=0.85)
+        with c2:
+            cands = card.get("selection", {}).get("candidates", {})
+            bar("Validation MAPE by candidate", {k: v["val_mape"] for k, v in cands.items()}, ".1%")
+        files_and_notes(card)

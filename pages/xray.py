@@ -1,0 +1,106 @@
+"""Chest X-ray: upload a film, get the four SIIM study classes and opacity boxes."""
+
+import json
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from demo_core import examples
+from demo_core.errors import InputError
+from demo_core.intake import load_image
+from demo_core.xray.labels import CLASSES, DESCRIPTIONS
+from ui import models
+from ui.drawing import draw_boxes, overlay_heatmap, png_bytes
+
+st.title("🩻 Chest X-ray")
+st.warning("**Not for clinical use.** A student demo trained on public research images with labels mapped from "
+           "diagnoses, not read by radiologists. It must not inform any decision about a patient.", icon="⚠️")
+
+# ---- 1. input: an upload, or an example from the data directory
+uploaded = st.file_uploader("Upload a frontal chest radiograph", type=["png", "jpg", "jpeg", "dcm"],
+                            help="PNG, JPEG or DICOM, up to 50 MB. Processed in memory only; nothing is stored.")
+if uploaded is not None:
+    st.session_state["xray_input"] = (uploaded.name, uploaded.getvalue())
+
+example_list = examples.xray_examples()
+if example_list:
+    cols = st.columns([3, 1, 1])
+    choice = cols[0].selectbox("...or try an example film", [e.label for e in example_list], index=None,
+                               placeholder="Choose an example")
+    if cols[1].button("Use example", disabled=choice is None, use_container_width=True):
+        ex = next(e for e in example_list if e.label == choice)
+        st.session_state["xray_input"] = (ex.path.name, ex.path.read_bytes())
+    if cols[2].button("Same film as DICOM", disabled=choice is None, use_container_width=True,
+                      help="Wraps the example in a MONOCHROME1 DICOM with a window, to show the DICOM path."):
+        ex = next(e for e in example_list if e.label == choice)
+        gray = load_image(ex.path).gray()
+        st.session_state["xray_input"] = (ex.path.stem + ".dcm",
+                                          examples.as_dicom(gray, monochrome1=True, window=(2048, 4096)))
+
+if "xray_input" not in st.session_state:
+    st.info("Upload a film or pick an example to start.")
+    st.stop()
+
+model = models.get("xray")
+if model is None:
+    st.stop()
+
+# ---- 2. one call
+name, data = st.session_state["xray_input"]
+try:
+    image = load_image(data, name=name)
+    result = model.predict(image)
+except InputError as exc:
+    st.error(f"Cannot use this file: {exc}")
+    st.stop()
+
+# ---- 3. results
+if not result.is_chest_xray:
+    st.error(f"**Not analysed.** {result.refusal_reason} This demo only reads frontal chest radiographs "
+             f"(model's chest X-ray score: {result.gate_score:.2f}).")
+    st.image(image.pixels, caption="Your upload", width=400)
+    st.stop()
+
+card = model.card
+left, right = st.columns([3, 2])
+with right:
+    st.subheader(f"Most likely: {result.label}")
+    st.caption(DESCRIPTIONS[result.label])
+    ap = card.get("metrics", {}).get("test", {}).get("ap_per_class", {})
+    fig = go.Figure(go.Bar(
+        x=[result.probabilities[c] for c in CLASSES], y=CLASSES, orientation="h",
+        text=[f"{result.probabilities[c]:.0%}   (held-out AP {ap.get(c, float('nan')):.2f})" for c in CLASSES],
+        textposition="auto", marker_color=["#1f6feb" if c == result.label else "#9db9e6" for c in CLASSES]))
+    fig.update_layout(xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"), height=260,
+                      yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, use_container_width=True)
+    st.caption("AP = average precision of that class on held-out films (from the model card): how much to "
+               "trust that bar. 'Indeterminate' had only a few dozen training films.")
+    threshold = st.slider("Opacity box score threshold", 0.05, 0.95, model.default_threshold, 0.05)
+    show_heat = st.toggle("Show model attention", help="Class activation map for the top class.")
+
+with left:
+    boxes = result.boxes_above(threshold)
+    picture = image.pixels
+    if show_heat:
+        picture = overlay_heatmap(picture, model.attention_map(result))
+    annotated = draw_boxes(picture, boxes)
+    caption = f"{len(boxes)} opacity box(es) at score ≥ {threshold:.2f}"
+    if show_heat:
+        caption += " · colours: model attention, not a finding"
+    st.image(annotated, caption=caption, use_container_width=True)
+
+with st.expander("What was done to the image"):
+    st.write(f"Format: **{image.source_format}**, {image.size[0]} × {image.size[1]} px")
+    for step in image.steps or ("no conversion needed",):
+        st.write(f"- {step}")
+    st.write("- resized (squashed) to 224 × 224 grayscale for the model; boxes are mapped back to your image")
+    safe = {k: v for k, v in image.info.items() if k not in ("width", "height")}
+    if safe:
+        st.json(safe)
+
+d1, d2 = st.columns(2)
+d1.download_button("Download annotated PNG", png_bytes(annotated), file_name="xray_annotated.png", mime="image/png")
+d2.download_button("Download result (JSON)", json.dumps(result.to_dict(), indent=2), file_name="xray_result.json",
+                   mime="application/json")
+st.caption("Limits: " + " ".join(card.get("limitations", [])))

@@ -1,0 +1,63 @@
+"""Shared fixtures: generated images, loaded models (once per session), the data directory."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # pages import `ui` and `demo_core` from the project root
+    sys.path.insert(0, str(ROOT))
+
+
+def png_bytes(arr: np.ndarray, mode: str | None = None, **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format=save.pop("format", "PNG"), **save)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from demo_core.settings import data_dir as find
+    d = find()
+    if d is None:
+        pytest.skip("data directory not available (set DEMO_DATA_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def chest_film(data_dir) -> Path:
+    """A real held-out-style radiograph from the data directory."""
+    from demo_core.examples import xray_examples
+    return xray_examples()[0].path
+
+
+@pytest.fixture(scope="session")
+def car_photo(data_dir) -> Path:
+    from demo_core.examples import car_photo_examples
+    return car_photo_examples()[0].path
+
+
+@pytest.fixture(scope="session")
+def xray_model():
+    from demo_core.xray import model
+    return model.load()
+
+
+@pytest.fixture(scope="session")
+def poem_model():
+    from demo_core.poem import model
+    return model.load()
+
+
+@pytest.fixture(scope="session")
+def car_model():
+    from demo_core.car import model
+    return model.load()

@@ -1,0 +1,130 @@
+"""The Streamlit pages, driven by streamlit.testing (no browser): each renders, each handles bad input."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, png_bytes
+from demo_core.examples import as_dicom
+
+TIMEOUT = 180
+
+
+def page(name: str, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "error", "warning", "info", "success", "subheader", "title", "text", "code",
+                 "metric", "header"):
+        for el in getattr(at, kind, []):
+            parts.append(str(getattr(el, "value", "")) + " " + str(getattr(el, "label", "")))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", ["home", "models", "about", "xray", "poem", "car"])
+def test_every_page_renders_without_exception(name):
+    at = page(name)
+    assert not at.exception, at.exception
+
+
+def test_models_page_shows_every_card():
+    at = page("models")
+    body = texts(at)
+    assert "Chest X-ray" in body and "Poem" in body and "Car price" in body
+    assert not at.error
+
+
+def test_xray_page_with_an_uploaded_film(chest_film):
+    at = page("xray", xray_input=(chest_film.name, chest_film.read_bytes()))
+    assert not at.exception
+    body = texts(at)
+    assert "Most likely" in body and "Not for clinical use" in body
+    assert at.slider[0].value == pytest.approx(0.3)
+
+
+def test_xray_page_refuses_a_photo(car_photo):
+    at = page("xray", xray_input=(car_photo.name, car_photo.read_bytes()))
+    assert "Not analysed" in texts(at) and not at.exception
+
+
+def test_xray_page_explains_a_corrupt_upload():
+    at = page("xray", xray_input=("scan.png", b"\x89PNG\r\n\x1a\n garbage"))
+    assert at.error and "Cannot use this file" in at.error[0].value
+
+
+def test_poem_page_analyzes_a_typed_poem():
+    at = AppTest.from_file(str(ROOT / "pages" / "poem.py"), default_timeout=TIMEOUT).run()
+    at.text_input(key="poem_title").input("Winter")
+    at.text_area(key="poem_text").input("Snow falls on the frozen fields, the cold wind howls through bare trees")
+    next(b for b in at.button if b.label == "Analyze").click().run()
+    assert not at.exception
+    body = texts(at)
+    assert "Written around" in body and "Topics" in body
+
+
+def test_poem_page_rejects_empty_text():
+    at = page("poem", poem_analyzed=True, poem_title="x", poem_text="  ")
+    assert at.error and "empty" in at.error[0].value
+
+
+def test_car_page_prices_the_default_car_and_a_photo(car_photo):
+    at = page("car")
+    assert not at.exception and "Estimated price" in texts(at)
+    at = page("car", car_photo=(car_photo.name, car_photo.read_bytes()))
+    assert not at.exception and "Make from the photo" in texts(at)
+
+
+def test_a_corrupted_weight_file_disables_only_that_demo(tmp_path, monkeypatch, chest_film):
+    from demo_core.settings import weights_dir
+    for task in ("xray", "poem", "car"):
+        shutil.copytree(weights_dir() / task, tmp_path / task)
+    with open(tmp_path / "car" / "photo.keras", "r+b") as f:
+        f.seek(1000); f.write(b"\x00corrupt\x00")
+    monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
+    st.cache_resource.clear()
+    try:
+        car = page("car")
+        assert car.error and "checksum" in car.error[0].value and not car.exception
+        xray = page("xray", xray_input=(chest_film.name, chest_film.read_bytes()))
+        assert "Most likely" in texts(xray)
+    finally:
+        st.cache_resource.clear()
+
+
+def test_privacy_a_dicom_name_never_reaches_the_page_logs_or_disk(chest_film, caplog, tmp_path):
+    import tempfile
+    from demo_core.intake import load_image
+    name, pid = "Testpatient^Zelda", "ZX-998877"
+    dicom = as_dicom(load_image(chest_film).gray(), patient_name=name, patient_id=pid)
+
+    def snapshot():
+        files = set()
+        for root in {ROOT, Path(tempfile.gettempdir())}:
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = [d for d in dirnames if d not in (".venv", ".git", "__pycache__")]
+                files.update(os.path.join(dirpath, f) for f in filenames)
+        return files
+
+    before = snapshot()
+    with caplog.at_level(logging.DEBUG):
+        at = page("xray", xray_input=("study.dcm", dicom))
+    created = snapshot() - before
+    assert not at.exception and "Most likely" in texts(at)
+    body = texts(at) + "".join(str(j.value) for j in at.json)
+    for secret in ("Zelda", "Testpatient", pid):
+        assert secret not in body
+        assert secret not in caplog.text
+    assert not [f for f in created if not f.endswith((".pyc", ".lock"))], created

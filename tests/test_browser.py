@@ -1,0 +1,121 @@
+"""The real app in headless Chromium: every page loads, the key text shows, screenshots are saved.
+
+Starts `streamlit run` on a free localhost port and drives Debian's Chromium
+through Playwright (no browser download).  Screenshots go to docs/screenshots/
+(the README shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+                             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(180_000)
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stApp']")
+    return page
+
+
+def wait_idle(page):
+    # Streamlit shows a "running" status widget while the script runs.
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=180_000)
+
+
+def shot(page, name: str):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+def test_every_page_shows_its_key_text(app_url, browser):
+    expectations = {"": "Three student ML projects", "xray": "Not for clinical use", "poem": "Poem analyzer",
+                    "car": "Estimated price", "models": "held-out", "about": "Not a medical device"}
+    for path, text in expectations.items():
+        page = open_page(browser, f"{app_url}/{path}")
+        page.get_by_text(text).first.wait_for()
+        wait_idle(page)
+        assert page.locator("[data-testid='stException']").count() == 0
+        shot(page, path or "home")
+        page.close()
+
+
+def test_one_click_examples_show_results(app_url, browser, data_dir):
+    page = open_page(browser, app_url)
+    page.get_by_role("button", name="Try an example X-ray").click()
+    page.get_by_text("Most likely").first.wait_for()
+    wait_idle(page)
+    shot(page, "xray_result")
+    page.close()
+
+    page = open_page(browser, app_url)
+    page.get_by_role("button", name="Try an example poem").click()
+    page.get_by_text("Written around").first.wait_for()
+    wait_idle(page)
+    shot(page, "poem_result")
+    page.close()
+
+
+def test_uploading_a_file_in_the_browser(app_url, browser, chest_film):
+    page = open_page(browser, f"{app_url}/xray")
+    page.locator("input[type='file']").set_input_files(str(chest_film))
+    page.get_by_text("Most likely").first.wait_for()
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()

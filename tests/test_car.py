@@ -1,0 +1,90 @@
+"""Car price: plausible, monotone, validated, honest about what it does not know."""
+
+from __future__ import annotations
+
+import pytest
+
+from demo_core.errors import InputError
+
+FIESTA = {"brand": "Ford", "model": "Fiesta", "year": 2017, "mileage": 30000, "fuel": "Petrol",
+          "transmission": "Manual", "engine_size": 1.0}
+
+
+def test_known_cars_price_in_a_plausible_range(car_model):
+    fiesta = car_model.predict(FIESTA)
+    assert 5_000 < fiesta.price < 15_000
+    lo, hi = fiesta.price_interval
+    assert lo <= fiesta.price <= hi
+    x5 = car_model.predict({"brand": "BMW", "model": "X5", "year": 2019, "mileage": 15000, "fuel": "Diesel",
+                            "transmission": "Automatic", "engine_size": 3.0})
+    assert x5.price > 2 * fiesta.price
+
+
+def test_lower_mileage_means_a_higher_price(car_model):
+    prices = [car_model.predict({**FIESTA, "mileage": m}).price for m in (5_000, 30_000, 60_000, 100_000)]
+    assert prices == sorted(prices, reverse=True)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"year": 2090}, "future"),
+    ({"year": 1900}, "before"),
+    ({"mileage": -5}, "negative"),
+    ({"mileage": 5_000_000}, "plausible"),
+    ({"engine_size": 0}, "electric"),
+    ({"engine_size": 25}, "plausible"),
+    ({"fuel": "Steam"}, "Unknown fuel"),
+    ({"brand": "Trabant"}, "Unknown brand"),
+    ({"year": "soon"}, "number"),
+    ({"mileage": True}, "number"),
+])
+def test_impossible_values_get_clear_messages(car_model, change, message):
+    with pytest.raises(InputError, match=message):
+        car_model.predict({**FIESTA, **change})
+
+
+def test_unknown_model_falls_back_to_the_brand_with_a_warning(car_model):
+    r = car_model.predict({**FIESTA, "model": "Model T"})
+    assert any("Model T" in w for w in r.warnings)
+    assert r.price > 0
+
+
+def test_fewer_details_give_a_wider_interval(car_model):
+    full = car_model.predict(FIESTA)
+    brand_only = car_model.predict({"brand": "Ford"})
+    assert (brand_only.price_interval[1] - brand_only.price_interval[0]) > (full.price_interval[1] - full.price_interval[0])
+    assert "year" in brand_only.filled_in
+
+
+def test_a_car_photo_alone_gets_a_price_and_a_make(car_model, car_photo):
+    r = car_model.predict_request({"image": str(car_photo)})
+    d = r.to_dict()
+    assert d["is_car"] is True and d["price"] > 0 and d["brand_from_image"]
+    assert d["price_interval"][0] < d["price"] < d["price_interval"][1]
+
+
+def test_a_not_car_photo_is_refused(car_model, data_dir):
+    import csv
+    rows = list(csv.DictReader(open(data_dir / "cars" / "images.csv")))
+    interior = next(r for r in rows if r["is_car"] == "0" and "int_" in r["file"])
+    r = car_model.predict_request({"image": str(data_dir / "cars" / interior["file"])})
+    assert r.is_car is False and r.price is None
+
+
+def test_photo_disagreeing_with_the_form_is_flagged(car_model, data_dir):
+    import csv
+    rows = list(csv.DictReader(open(data_dir / "cars" / "images.csv")))
+    bmws = [data_dir / "cars" / r["file"] for r in rows if r["brand"] == "BMW" and r["is_car"] == "1"][:5]
+    flagged = [any("form says Ford" in w for w in car_model.predict(FIESTA, image=p).warnings) for p in bmws]
+    assert any(flagged)
+
+
+def test_schema_and_determinism(car_model):
+    a, b = car_model.predict(FIESTA).to_dict(), car_model.predict(FIESTA).to_dict()
+    assert a == b
+    assert set(a) == {"price", "currency", "price_interval", "is_car", "brand_from_image", "warnings"}
+    assert a["currency"] == "GBP" and a["is_car"] is None
+
+
+def test_nothing_given_is_an_error(car_model):
+    with pytest.raises(InputError):
+        car_model.predict_request({})

@@ -1,0 +1,70 @@
+"""The JSON Lines contract: one answer line per request line, in order, errors inline, exit 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def run_cli(task: str, stdin: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "demo_core", task], input=stdin, capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def answers(proc) -> list[dict]:
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_missing_file_and_bad_json_give_two_error_lines():
+    proc = run_cli("xray", '{"image": "missing.png"}\nnot json\n')
+    assert proc.returncode == 0
+    out = answers(proc)
+    assert len(out) == 2 and all(set(a) == {"error"} for a in out)
+    assert "missing.png" in out[0]["error"]
+
+
+def test_every_line_gets_an_answer_in_order(chest_film, car_photo):
+    lines = [json.dumps({"image": str(chest_film)}), "", "[1, 2]", json.dumps({"image": str(car_photo)}),
+             json.dumps({"image": 42})]
+    out = answers(run_cli("xray", "\n".join(lines) + "\n"))
+    assert len(out) == 5
+    assert out[0]["is_chest_xray"] is True and set(out[0]) == {"probabilities", "label", "boxes", "is_chest_xray"}
+    assert "error" in out[1] and "error" in out[2] and "error" in out[4]
+    assert out[3]["is_chest_xray"] is False
+
+
+def test_poem_and_car_tasks():
+    poem = answers(run_cli("poem", json.dumps({"title": "Night", "text": "The stars above the silent sea"}) + "\n"
+                           + json.dumps({"title": "x", "text": "   "}) + "\n"))
+    assert set(poem[0]) >= {"topics", "predicted_topics", "year", "year_interval"} and len(poem[0]["topics"]) == 18
+    assert "error" in poem[1]
+    car = answers(run_cli("car", json.dumps({"brand": "Ford", "model": "Fiesta", "year": 2018, "mileage": 20000,
+                                             "fuel": "Petrol", "transmission": "Manual", "engine_size": 1.0}) + "\n"
+                          + json.dumps({"brand": "Ford", "year": 2090}) + "\n"))
+    assert car[0]["currency"] == "GBP" and car[0]["price_interval"][0] <= car[0]["price"] <= car[0]["price_interval"][1]
+    assert "future" in car[1]["error"]
+
+
+@pytest.mark.parametrize("task", ["xray", "poem", "car"])
+def test_a_task_without_weights_answers_errors_and_never_invents(task, tmp_path):
+    proc = run_cli(task, '{"image": "a.png", "text": "x", "brand": "Ford"}\n{}\n', env={"DEMO_WEIGHTS_DIR": str(tmp_path)})
+    assert proc.returncode == 0
+    out = answers(proc)
+    assert len(out) == 2 and all(set(a) == {"error"} for a in out)
+    assert "not installed" in out[0]["error"]
+
+
+def test_usage_error_exits_2():
+    assert run_cli("nonsense", "").returncode == 2
+
+
+def test_importing_demo_core_loads_neither_streamlit_nor_tensorflow():
+    code = "import sys, demo_core, demo_core.cli, demo_core.intake; print('streamlit' in sys.modules, 'tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.split() == ["False", "False"]

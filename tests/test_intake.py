@@ -1,0 +1,165 @@
+"""Image intake: every kind of upload either becomes an 8-bit RGB image or a clear InputError."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo_core.errors import InputError
+from demo_core.examples import as_dicom
+from demo_core.intake import LoadedImage, load_image
+from conftest import png_bytes
+
+GRADIENT = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+
+
+def test_png_becomes_rgb_uint8():
+    img = load_image(png_bytes(GRADIENT))
+    assert isinstance(img, LoadedImage)
+    assert img.pixels.dtype == np.uint8 and img.pixels.shape == (64, 256, 3)
+    assert img.size == (256, 64) and img.source_format == "PNG"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (np.random.default_rng(0).bytes(5000), "not an image"),
+    (b"hello, I am a text file pretending to be a PNG\n" * 20, "not an image"),
+])
+def test_garbage_is_refused_with_a_message(data, message):
+    with pytest.raises(InputError, match=message):
+        load_image(data, name="upload.png")
+
+
+def test_truncated_jpeg_is_refused():
+    jpeg = png_bytes(np.random.default_rng(1).integers(0, 255, (300, 300, 3), dtype=np.uint8), format="JPEG")
+    with pytest.raises(InputError, match="damaged or truncated"):
+        load_image(jpeg[: len(jpeg) // 2])
+
+
+def test_sixteen_bit_png_is_windowed_to_eight_bits():
+    arr = (np.linspace(0, 4095, 128 * 128).reshape(128, 128)).astype(np.uint16)
+    img = load_image(png_bytes(arr))  # uint16 array -> 16-bit grayscale PNG
+    assert img.pixels.dtype == np.uint8
+    assert img.pixels[..., 0].min() == 0 and img.pixels[..., 0].max() == 255
+    assert any("16-bit" in s for s in img.steps)
+
+
+def test_palette_and_rgba_are_converted():
+    pal = Image.fromarray(GRADIENT).convert("P")
+    buf = io.BytesIO(); pal.save(buf, format="PNG")
+    assert load_image(buf.getvalue()).pixels.shape == (64, 256, 3)
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent: flattened onto white
+    img = load_image(png_bytes(rgba))
+    assert (img.pixels == 255).all()
+
+
+def test_cmyk_jpeg_is_converted():
+    buf = io.BytesIO()
+    Image.new("CMYK", (40, 30), (0, 255, 255, 0)).save(buf, format="JPEG")
+    img = load_image(buf.getvalue())
+    assert img.pixels.shape == (30, 40, 3)
+    assert img.pixels[..., 0].mean() > 200 and img.pixels[..., 1].mean() < 60  # red
+    assert any("CMYK" in s for s in img.steps)
+
+
+def test_exif_rotation_is_applied():
+    arr = np.zeros((20, 60, 3), np.uint8)  # wide image...
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # ...stored as "rotate 90° clockwise to display"
+    buf = io.BytesIO(); im.save(buf, format="JPEG", exif=exif)
+    img = load_image(buf.getvalue())
+    assert img.size == (20, 60)
+    assert "EXIF orientation applied" in img.steps
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+    # A valid PNG header claiming 100,000 x 100,000 pixels; refused before any decoding.
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    with pytest.raises(InputError, match="pixels"):
+        load_image(bomb)
+
+
+def test_byte_limit():
+    with pytest.raises(InputError, match="limit"):
+        load_image(b"\0" * 2000, max_bytes=1000)
+
+
+def test_tiny_image_is_refused():
+    with pytest.raises(InputError, match="at least"):
+        load_image(png_bytes(np.zeros((4, 4), np.uint8)))
+
+
+def test_missing_path_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="No such file"):
+        load_image(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "BMP", "TIFF"])
+def test_other_formats(fmt):
+    img = load_image(png_bytes(GRADIENT, format=fmt))
+    assert img.pixels.shape == (64, 256, 3)
+
+
+# ----------------------------------------------------------------------------- DICOM
+
+def test_dicom_monochrome2_matches_the_png():
+    img = load_image(as_dicom(GRADIENT), name="film.dcm")
+    assert img.source_format == "DICOM"
+    assert np.abs(img.pixels[..., 0].astype(int) - GRADIENT).max() <= 3
+
+
+def test_dicom_monochrome1_is_inverted():
+    mono1 = load_image(as_dicom(GRADIENT, monochrome1=True))
+    mono2 = load_image(as_dicom(GRADIENT))
+    assert np.abs(mono1.pixels.astype(int) - mono2.pixels.astype(int)).max() <= 3
+    assert any("MONOCHROME1" in s for s in mono1.steps)
+
+
+def test_dicom_window_is_applied():
+    img = load_image(as_dicom(GRADIENT, window=(2048, 2048)))  # center/width in stored 12-bit units
+    assert any("window" in s for s in img.steps)
+    g = img.pixels[..., 0]
+    assert g[:, :64].max() == 0 and g[:, -40:].min() == 255  # values outside the window clip
+
+
+def test_dicom_without_pixels_is_refused():
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    del ds.PixelData
+    buf = io.BytesIO(); ds.save_as(buf)
+    with pytest.raises(InputError, match="no image"):
+        load_image(buf.getvalue())
+
+
+def test_dicom_info_never_holds_identifiers():
+    img = load_image(as_dicom(GRADIENT, patient_name="Doe^Jane", patient_id="ID-424242"))
+    text = repr(img.info) + repr(img.steps)
+    assert "Doe" not in text and "424242" not in text
+
+
+def test_multiframe_dicom_uses_the_first_frame():
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    frames = np.stack([GRADIENT, 255 - GRADIENT]).astype(np.uint16) * 16
+    ds.NumberOfFrames = 2
+    ds.PixelData = frames.tobytes()
+    buf = io.BytesIO(); ds.save_as(buf)
+    img = load_image(buf.getvalue())
+    assert "first of 2 frames used" in img.steps
+    assert img.pixels[0, 0, 0] < img.pixels[0, -1, 0]
+
+
+def test_damaged_dicom_is_refused():
+    data = as_dicom(GRADIENT)
+    with pytest.raises(InputError):
+        load_image(data[:400], name="x.dcm")

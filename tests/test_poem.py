@@ -1,0 +1,105 @@
+"""Poem analyzer: the NLTK steps on known inputs, and the model's answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from demo_core.errors import InputError
+from demo_core.poem.text import SEQUENCE_LENGTH, TextPipeline, decontract
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return TextPipeline(["", "[UNK]", "rose", "love", "bloom"])
+
+
+def test_decontraction_table():
+    assert decontract("I can't and won't") == "I cannot and will not"
+    assert decontract("they're here, we've gone, I'm sure") == "they are here, we have gone, I am sure"
+    assert decontract("o'er the hills, ne'er again") == "over the hills, never again"
+    assert decontract("Don’t") == "Do not"  # curly apostrophe
+
+
+def test_stop_words_are_removed_and_lemmas_found(pipeline):
+    r = pipeline.run("The roses were blooming and we loved them")
+    assert "the" not in r.without_stopwords and "were" not in r.without_stopwords
+    assert r.lemmas == ("rose", "bloom", "love")
+    assert r.ids[:3] == (2, 4, 3) and r.n_unknown == 0
+
+
+def test_sequences_are_padded_and_truncated_to_150(pipeline):
+    assert len(pipeline.run("rose").ids) == SEQUENCE_LENGTH
+    long = pipeline.run("rose love " * 200)
+    assert len(long.ids) == SEQUENCE_LENGTH and long.truncated
+    assert pipeline.run("zebra").ids[0] == 1  # unknown word
+
+
+def test_the_vocabulary_lookup_equals_keras_textvectorization(poem_model):
+    from demo_core import _tf
+    vec = _tf.keras().layers.TextVectorization(vocabulary=poem_model.pipeline.vocabulary[2:], standardize=None,
+                                               split="whitespace", output_sequence_length=SEQUENCE_LENGTH)
+    pre = poem_model.pipeline.run("The roses bloom where the old river bends toward the quiet sea, zzqx")
+    assert tuple(vec([" ".join(pre.lemmas)]).numpy()[0].tolist()) == pre.ids
+
+
+def test_a_poem_gets_all_topics_a_year_and_an_interval(poem_model):
+    r = poem_model.predict("The Sea", "The sea is calm tonight. The tide is full, the moon lies fair upon the straits")
+    d = r.to_dict()
+    assert set(d) >= {"topics", "predicted_topics", "year", "year_interval"}
+    assert len(d["topics"]) == 18 and all(0 <= p <= 1 for p in d["topics"].values())
+    assert d["predicted_topics"] and set(d["predicted_topics"]) <= set(d["topics"])
+    lo, hi = d["year_interval"]
+    assert lo <= d["year"] <= hi <= 2100
+
+
+def test_topics_follow_the_text(poem_model):
+    love = poem_model.predict("My love", "I love thee, my darling, my heart is thine, kiss me, sweet beloved, forever")
+    war = poem_model.predict("The battle", "Soldiers fall in the trenches, guns roar, the war devours the young men")
+    assert love.topics["Love"] > war.topics["Love"]
+    assert war.topics["War & Conflict"] > love.topics["War & Conflict"]
+
+
+def test_a_known_author_narrows_the_interval(poem_model):
+    text = "Because I could not stop for Death, He kindly stopped for me"
+    alone, with_author = poem_model.predict("", text), poem_model.predict("", text, "Emily Dickinson")
+    if with_author.author_known:
+        assert with_author.year_interval[1] - with_author.year_interval[0] <= alone.year_interval[1] - alone.year_interval[0]
+        assert 1820 <= with_author.year <= 1900
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_empty_text_is_an_error(poem_model, text):
+    with pytest.raises(InputError, match="empty"):
+        poem_model.predict("Title", text)
+
+
+def test_giant_text_is_truncated_with_a_warning(poem_model):
+    r = poem_model.predict("Long", "the sea and the sky " * 20_000)
+    assert any("truncated" in w for w in r.warnings)
+
+
+def test_non_english_text_gets_an_answer(poem_model):
+    r = poem_model.predict("夜", "静夜思 床前明月光 疑是地上霜 举头望明月 低头思故乡")
+    assert len(r.topics) == 18 and r.warnings
+
+
+def test_requests_are_validated(poem_model):
+    with pytest.raises(InputError):
+        poem_model.predict_request({"title": 3, "text": "x"})
+    with pytest.raises(InputError):
+        poem_model.predict_request({"title": "x"})
+
+
+def test_deterministic(poem_model):
+    a = poem_model.predict("Night", "Stars over the silent hills")
+    b = poem_model.predict("Night", "Stars over the silent hills")
+    assert a.to_dict() == b.to_dict()
+
+
+def test_missing_nltk_resource_degrades_visibly(monkeypatch):
+    from demo_core.poem import nltk_resources
+    monkeypatch.setattr(nltk_resources, "missing", lambda: {"wordnet": "lemmatization"})
+    p = TextPipeline(["", "[UNK]"])
+    r = p.run("The roses were blooming")
+    assert r.lemmas == ("roses", "blooming")  # no lemmatization...
+    assert any("wordnet" in w for w in r.warnings)  # ...and it says so
