@@ -55,13 +55,14 @@ class PoemPrediction:
 
 class PoemModel:
     def __init__(self, card: dict, config: dict, pipeline: TextPipeline, original, minilm_heads, encoder,
-                 author_years: dict[str, list]):
+                 author_years: dict[str, list], tfidf: dict | None = None):
         self.card, self.config, self.pipeline = card, config, pipeline
         self.topics: list[str] = config["topics"]
         self.thresholds = np.array(config["thresholds"], np.float32)
         self.design: str = config["design"]
         self.author_years = author_years
         self.encoder = encoder
+        self.tfidf = tfidf
         tf = _tf.tf()
         self._original = tf.function(lambda x: original(x, training=False), reduce_retracing=True) if original else None
         self._minilm = tf.function(lambda x: minilm_heads(x, training=False), reduce_retracing=True) if minilm_heads else None
@@ -100,16 +101,20 @@ class PoemModel:
             warnings.append("Only the first 150 processed words enter the sequence model.")
 
         probs, year_z = [], []
-        if self.design in ("original", "ensemble"):
+        neural = ("ensemble", "ensemble3")
+        if self.design in ("original",) + neural:
             out = self._original(self._tf.constant([pre.ids], dtype=self._tf.int32))
             probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
-        if self.design in ("minilm", "ensemble"):
+        if self.design in ("minilm",) + neural:
             emb = self.encoder.embed_long([embedding_text(title, text)],
                                           max_chunks=int(self.config.get("minilm_chunks", 1)))
             out = self._minilm(self._tf.constant(emb))
             probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
-        p = np.mean(probs, axis=0).astype(float)
         year = float(np.mean(year_z)) * self.config["year_std"] + self.config["year_mean"]
+        if self.tfidf is not None:
+            bag = self.tfidf["vectorizer"].transform([" ".join(pre.lemmas)])
+            probs.append(self.tfidf["classifier"].predict_proba(bag)[0])
+        p = np.mean(probs, axis=0).astype(float)
 
         key = _normalise_author(author)
         known = key in self.author_years
@@ -150,10 +155,15 @@ def load() -> PoemModel:
     with _load_lock:
         pipeline = TextPipeline(vocab)
         original = minilm_heads = encoder = None
-        if config["design"] in ("original", "ensemble"):
+        tfidf = None
+        if config["design"] in ("original", "ensemble", "ensemble3"):
             original = keras.models.load_model(folder / "original.keras", compile=False)
-        if config["design"] in ("minilm", "ensemble"):
+        if config["design"] == "ensemble3":
+            import pickle
+            with open(folder / "tfidf_topics.pkl", "rb") as f:
+                tfidf = pickle.load(f)  # our own file, checked against card.json's sha256 above
+        if config["design"] in ("minilm", "ensemble", "ensemble3"):
             from .minilm import load_encoder
             minilm_heads = keras.models.load_model(folder / "minilm_heads.keras", compile=False)
             encoder = load_encoder(folder)
-    return PoemModel(card, config, pipeline, original, minilm_heads, encoder, authors)
+    return PoemModel(card, config, pipeline, original, minilm_heads, encoder, authors, tfidf)
