@@ -19,9 +19,12 @@ TIMEOUT = 180
 
 
 def page(name: str, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    """Run one page through the real entry point (st.navigation), with session state preset."""
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
     for k, v in state.items():
         at.session_state[k] = v
+    if name != "home":
+        at.switch_page(f"pages/{name}.py")
     return at.run()
 
 
@@ -66,7 +69,7 @@ def test_xray_page_explains_a_corrupt_upload():
 
 
 def test_poem_page_analyzes_a_typed_poem():
-    at = AppTest.from_file(str(ROOT / "pages" / "poem.py"), default_timeout=TIMEOUT).run()
+    at = page("poem")
     at.text_input(key="poem_title").input("Winter")
     at.text_area(key="poem_text").input("Snow falls on the frozen fields, the cold wind howls through bare trees")
     next(b for b in at.button if b.label == "Analyze").click().run()

@@ -97,19 +97,16 @@ def test_every_page_shows_its_key_text(app_url, browser):
 
 
 def test_one_click_examples_show_results(app_url, browser, data_dir):
-    page = open_page(browser, app_url)
-    page.get_by_role("button", name="Try an example X-ray").click()
-    page.get_by_text("Most likely").first.wait_for()
-    wait_idle(page)
-    shot(page, "xray_result")
-    page.close()
-
-    page = open_page(browser, app_url)
-    page.get_by_role("button", name="Try an example poem").click()
-    page.get_by_text("Written around").first.wait_for()
-    wait_idle(page)
-    shot(page, "poem_result")
-    page.close()
+    for button, result, name in (("Try an example X-ray", "Most likely", "xray_result"),
+                                 ("Try an example poem", "Written around", "poem_result"),
+                                 ("Try an example car photo", "Estimated price", "car_photo_result")):
+        page = open_page(browser, app_url)
+        page.get_by_role("button", name=button).click()
+        page.get_by_text(result).first.wait_for()
+        wait_idle(page)
+        assert page.locator("[data-testid='stException']").count() == 0
+        shot(page, name)
+        page.close()
 
 
 def test_uploading_a_file_in_the_browser(app_url, browser, chest_film):

@@ -18,7 +18,7 @@ def train(script: str, out, *extra) -> None:
 
 
 @pytest.mark.parametrize("task, script, extra", [
-    ("car", "train_car.py", ["--finetune-epochs", "1"]),
+    ("car", "train_car.py", ["--finetune-epochs", "2"]),
     ("poem", "train_poem.py", []),
     ("xray", "train_xray.py", []),
 ])

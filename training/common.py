@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import random
@@ -40,12 +39,7 @@ def seed_everything(seed: int = 0) -> None:
         pass
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from demo_core.cards import file_sha256 as sha256  # noqa: E402  (one definition for writer and checker)
 
 
 def write_card(folder: Path, card: dict) -> None:

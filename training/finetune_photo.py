@@ -53,10 +53,9 @@ def finetune(keras, tf, base_weights: str, images: list[np.ndarray], is_car: np.
     w = np.where(is_car[idx_tr] == 1, 1.0, 4.0)
     w /= w.sum()
     steps = max(1, len(idx_tr) // batch)
-    opt = keras.optimizers.Adam(1e-3)
     head_vars = [v for l in model.layers if l.name in ("is_car", "make") for v in l.trainable_variables]
 
-    def make_step(variables):
+    def make_step(variables, opt):
         @tf.function(reduce_retracing=True)
         def step(x, yc, ym, mask, lr):
             opt.learning_rate.assign(lr)
@@ -73,9 +72,12 @@ def finetune(keras, tf, base_weights: str, images: list[np.ndarray], is_car: np.
     images_for_eval = {i: to_photo_input(images[i]) for i in np.nonzero(val)[0]}
     val_idx = np.nonzero(val)[0]
     best, best_score = None, -1
-    head_step, all_step = make_step(head_vars), make_step(model.trainable_variables)
-    total = (epochs if not smoke else 1) * steps
-    for epoch in range(epochs if not smoke else 1):
+    # Separate optimizers: a Keras optimizer is bound to the variables it first saw.
+    head_step = make_step(head_vars, keras.optimizers.Adam(1e-3))
+    all_step = make_step(model.trainable_variables, keras.optimizers.Adam(1e-4))
+    epochs = epochs if not smoke else 2
+    total = epochs * steps
+    for epoch in range(epochs):
         t0 = time.time()
         for s in range(steps if not smoke else 2):
             pick = rng.choice(idx_tr, size=batch, p=w)
