@@ -34,19 +34,35 @@ with photo_col:
     if st.session_state.get("car_photo") and st.button("Remove photo"):
         del st.session_state["car_photo"]
     photo = st.session_state.get("car_photo")
+    photo_image = None
     if photo:
         try:
             photo_image = load_image(photo[1], name=photo[0])
             st.image(photo_image.pixels, use_container_width=True)
         except InputError as exc:
             st.error(f"Cannot use this photo: {exc}")
-            photo, photo_image = None, None
+            photo = None
+    # A new photo pre-fills the form with the make it shows (before the form's widgets exist).
+    if photo_image is not None and st.session_state.get("car_prefilled_for") != hash(photo[1]):
+        st.session_state["car_prefilled_for"] = hash(photo[1])
+        is_car, _, brands, _ = model.photo_scores(photo_image)
+        top = max(brands, key=brands.get) if brands else None
+        if is_car and top and brands[top] >= 0.5:
+            st.session_state["car_brand"] = top
+            st.session_state.pop("car_model", None)
+            st.session_state["car_prefill_note"] = f"Brand pre-filled from the photo: {top} ({brands[top]:.0%})."
+    if photo_image is not None and st.session_state.get("car_prefill_note"):
+        st.caption(st.session_state["car_prefill_note"])
 
 with form_col:
     brands = catalog["brands"]
-    brand = st.selectbox("Brand", [UNSURE] + brands, index=1 + brands.index("Ford"), key="car_brand")
+    if st.session_state.get("car_brand") not in [UNSURE] + brands:
+        st.session_state["car_brand"] = "Ford"
+    brand = st.selectbox("Brand", [UNSURE] + brands, key="car_brand")
     models_of = sorted(catalog["models"].get(brand, {}), key=lambda m: -catalog["models"][brand][m]) if brand != UNSURE else []
-    model_name = st.selectbox("Model", [UNSURE] + models_of, index=1 if models_of else 0, key="car_model")
+    if st.session_state.get("car_model") not in [UNSURE] + models_of:  # a new brand: its most common model
+        st.session_state["car_model"] = models_of[0] if models_of else UNSURE
+    model_name = st.selectbox("Model", [UNSURE] + models_of, key="car_model")
     c1, c2 = st.columns(2)
     year = c1.number_input("Year", min_value=1900, max_value=2100, value=2017, step=1, key="car_year")
     mileage = c2.number_input("Mileage (miles)", min_value=-1_000_000, max_value=10_000_000, value=30_000, step=1000,
@@ -71,7 +87,7 @@ if use_details:
 
 # ---- 2. one call
 try:
-    result = model.predict(details, image=photo_image if photo else None)
+    result = model.predict(details, image=photo_image)
 except InputError as exc:
     st.error(str(exc))
     st.stop()

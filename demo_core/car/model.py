@@ -74,7 +74,7 @@ class CarModel:
         if photo_model is not None:
             tf = _tf.tf()
             self._tf = tf
-            self._photo = tf.function(lambda x: photo_model(x, training=False), reduce_retracing=True)
+            self._photo = tf.function(lambda x: photo_model(x, training=False), reduce_retracing=True, autograph=False)
             self.photo_scores(LoadedImage(np.full((64, 64, 3), 127, np.uint8), "warm-up"))
         self.predict_details({"brand": self.catalog["brands"][0]})  # warm the trees
 

@@ -64,8 +64,8 @@ class PoemModel:
         self.encoder = encoder
         self.tfidf = tfidf
         tf = _tf.tf()
-        self._original = tf.function(lambda x: original(x, training=False), reduce_retracing=True) if original else None
-        self._minilm = tf.function(lambda x: minilm_heads(x, training=False), reduce_retracing=True) if minilm_heads else None
+        self._original = tf.function(lambda x: original(x, training=False), reduce_retracing=True, autograph=False) if original else None
+        self._minilm = tf.function(lambda x: minilm_heads(x, training=False), reduce_retracing=True, autograph=False) if minilm_heads else None
         self._tf = tf
         self.predict("Warm-up", "the sea at night")  # trace the graphs once, before visitors arrive
 

@@ -70,7 +70,8 @@ class XrayModel:
         self.top_k = int(decoding.get("top_k", 10))
         self._class_weights = keras_model.get_layer("class_logits").get_weights()[0]  # (1280, 4)
         self._tf = _tf.tf()
-        self._forward = self._tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        # autograph=False: nothing to convert, and autograph writes generated source to a temp dir
+        self._forward = self._tf.function(lambda x: self.model(x, training=False), reduce_retracing=True, autograph=False)
         self._lock = threading.Lock()
         self.predict_image(LoadedImage(np.full((256, 256, 3), 128, np.uint8), "warm-up"))  # trace once
 
