@@ -20,10 +20,11 @@ install: $(VENV)/.installed nltk-data
 
 install-dev: $(VENV)/.installed-dev nltk-data
 
-# WordNet comes from Debian's wordnet-base (see packages.txt); Chromium drives the browser test.
+# WordNet comes from Debian's wordnet-base (see packages.txt); Chromium (with an emoji font for the
+# page icons in screenshots) drives the browser test.
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  need=""; for p in $$(grep -v '^#' packages.txt) chromium; do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
+	  need=""; for p in $$(grep -v '^#' packages.txt) chromium fonts-noto-color-emoji; do dpkg -s $$p >/dev/null 2>&1 || need="$$need $$p"; done; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
 	else echo "not root or no apt-get: install $$(grep -v '^#' packages.txt | tr '\n' ' ')chromium yourself"; fi
 
