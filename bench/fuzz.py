@@ -74,8 +74,17 @@ def random_json(rnd: random.Random, depth: int = 0):
     return "".join(chr(rnd.randint(0x20, 0x2FFF)) for _ in range(rnd.randint(1, 200)))
 
 
+PLAUSIBLE = {"brand": ["Ford", "BMW", "audi", "vw", "Mercedes"], "model": ["Focus", "3 Series", "X9", "", "Fiesta"],
+             "year": [2010, 2017, "2019", 2020, 2024], "mileage": [0, 15000, "30,000", 120000, 99999.5],
+             "fuel": ["Petrol", "Diesel", "Electric", "Hybrid", "petrol"], "transmission": ["Manual", "Automatic", "Semi-Auto"],
+             "engine_size": [0, 1.0, "1.6", 2.0, None], "title": ["Night", ""], "author": ["William Blake", None, ""],
+             "text": ["The sea is calm tonight", "roses " * 30, "静夜思 床前明月光"]}
+
+
 def request(rnd: random.Random, fields: list[str]) -> dict:
-    return {f: random_json(rnd) for f in fields if rnd.random() < 0.7}
+    """Half the values are random JSON, half are plausible, so both the guards and the models get exercised."""
+    return {f: (rnd.choice(PLAUSIBLE[f]) if rnd.random() < 0.5 and f in PLAUSIBLE else random_json(rnd))
+            for f in fields if rnd.random() < 0.7}
 
 
 def run(cases: int, seed: int = 0, with_models: bool = True) -> dict:
