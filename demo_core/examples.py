@@ -48,9 +48,15 @@ def xray_examples() -> tuple[Example, ...]:
     return tuple(picks)
 
 
+def _held_out_poem(poem_id: str) -> bool:
+    """True for poems in the test split of training/train_poem.py (the model never saw them)."""
+    import hashlib
+    return int(hashlib.sha1(poem_id.encode()).hexdigest(), 16) % 100 < 15
+
+
 @functools.lru_cache(maxsize=1)
 def poem_examples() -> tuple[dict, ...]:
-    """Public-domain poems (facjure/public-domain-poetry rows) with a known year."""
+    """Held-out public-domain poems (facjure/public-domain-poetry rows) with topics and a year."""
     d = data_dir()
     if d is None or not (d / "poems" / "poems.csv").is_file():
         return ()
@@ -58,7 +64,8 @@ def poem_examples() -> tuple[dict, ...]:
     out = []
     with open(d / "poems" / "poems.csv", newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
-            if r["id"].startswith("pdp_") and r["topics"] and r["year"] and 200 < len(r["text"]) < 1500:
+            if r["id"].startswith("pdp_") and r["topics"] and r["year"] and 200 < len(r["text"]) < 1500 \
+                    and _held_out_poem(r["id"]):
                 out.append({"title": r["title"], "text": r["text"], "author": r["author"],
                             "year": r["year"], "topics": r["topics"].replace("|", ", ")})
     rng = np.random.default_rng(3)

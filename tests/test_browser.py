@@ -83,7 +83,7 @@ def shot(page, name: str):
     # Plotly draws after the script finishes: wait for every chart's SVG before the picture.
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
                            ".every(e => e.querySelector('.main-svg'))", timeout=60_000)
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(2500)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
 
