@@ -88,3 +88,16 @@ def test_schema_and_determinism(car_model):
 def test_nothing_given_is_an_error(car_model):
     with pytest.raises(InputError):
         car_model.predict_request({})
+
+
+def test_the_fast_tree_walker_equals_sklearn(car_model, data_dir):
+    import numpy as np
+    import pandas as pd
+    from demo_core.car.fast_trees import FastTrees
+    from demo_core.car.model import design_matrix
+    df = pd.read_csv(data_dir / "cars" / "listings.csv").sample(500, random_state=3)
+    df.loc[df.index[:50], "model"] = "Unknown model"  # unknown category -> missing branch
+    df.loc[df.index[50:100], "engine_size"] = np.nan
+    X = design_matrix(df, car_model.catalog)
+    for trees in (car_model.point, car_model.q10, car_model.q90):
+        assert np.allclose(FastTrees(trees).predict(X), trees.predict(X), rtol=0, atol=1e-9)

@@ -21,11 +21,13 @@ from .. import _tf
 from ..cards import task_dir, verified_card
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
+from .fast_trees import FastTrees
 from .photo import to_photo_input
 from .schema import CATEGORICAL, NUMERIC, CarDetails, model_key, validate
 
 Z90 = 1.2815515655446004  # the 90 % quantile of a standard normal
 MAX_PROTOTYPES = 400
+FAST_ROWS = 64  # up to this many rows the numpy tree walker beats sklearn's per-tree calls
 CAR_THRESHOLD = 0.5
 
 
@@ -67,6 +69,7 @@ class PricePrediction:
 class CarModel:
     def __init__(self, models: dict, catalog: dict, photo_model, card: dict):
         self.point, self.q10, self.q90 = models["point"], models["q10"], models["q90"]
+        self._fast = {k: FastTrees(models[k]) for k in ("point", "q10", "q90")}
         self.catalog, self.card = catalog, card
         self.correction = float(catalog["interval_correction"])
         self.make_classes: list[str] = catalog.get("photo_make_classes", [])
@@ -232,12 +235,14 @@ class CarModel:
 
     def _pooled(self, rows: pd.DataFrame, weights: np.ndarray) -> tuple[float, float, float]:
         X = design_matrix(rows, self.catalog)
-        # One thread per request: OpenMP start-up costs more than a few hundred rows of trees, and
-        # concurrent visitors already keep the cores busy.
-        with threadpool_limits(limits=1, user_api="openmp"):
-            mid = self.point.predict(X)
-            lo = self.q10.predict(X) - self.correction
-            hi = self.q90.predict(X) + self.correction
+        if len(X) <= FAST_ROWS:  # a typical request: all trees at once in numpy (identical numbers)
+            mid, lo, hi = (self._fast[k].predict(X) for k in ("point", "q10", "q90"))
+        else:
+            # Many prototype rows: sklearn, one thread per request (OpenMP start-up costs more than it
+            # saves here, and concurrent visitors already keep the cores busy).
+            with threadpool_limits(limits=1, user_api="openmp"):
+                mid, lo, hi = self.point.predict(X), self.q10.predict(X), self.q90.predict(X)
+        lo, hi = lo - self.correction, hi + self.correction
         if len(rows) == 1:
             return float(np.exp(mid[0])), float(np.exp(min(lo[0], mid[0]))), float(np.exp(max(hi[0], mid[0])))
         # Each prototype: a normal in log price matching its own 10/90 % interval; pool the mixture.
