@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +24,23 @@ class Example:
     note: str = ""
 
 
+def _manifest_rows(relative: str) -> tuple[Path, list[dict]] | None:
+    """(data dir, rows of the CSV at ``relative``), or None without a data directory."""
+    d = data_dir()
+    if d is None or not (d / relative).is_file():
+        return None
+    csv.field_size_limit(10**9)  # poem texts are long
+    with open(d / relative, newline="", encoding="utf-8") as f:
+        return d, list(csv.DictReader(f))
+
+
 @functools.lru_cache(maxsize=1)
 def xray_examples() -> tuple[Example, ...]:
     """One film per class, from sources whose licence allows showing them (CC BY first)."""
-    d = data_dir()
-    if d is None or not (d / "cxr" / "manifest.csv").is_file():
+    found = _manifest_rows("cxr/manifest.csv")
+    if found is None:
         return ()
-    with open(d / "cxr" / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    d, rows = found
     picks: list[Example] = []
     wanted = [("typical", "hannover", "COVID-19, Hannover Medical School (CC BY 3.0)"),
               ("typical", "covidquex", "COVID-19 with expert opacity annotation (COVID-QU-Ex)"),
@@ -57,17 +65,13 @@ def _held_out_poem(poem_id: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def poem_examples() -> tuple[dict, ...]:
     """Held-out public-domain poems (facjure/public-domain-poetry rows) with topics and a year."""
-    d = data_dir()
-    if d is None or not (d / "poems" / "poems.csv").is_file():
+    found = _manifest_rows("poems/poems.csv")
+    if found is None:
         return ()
-    csv.field_size_limit(10**9)
-    out = []
-    with open(d / "poems" / "poems.csv", newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            if r["id"].startswith("pdp_") and r["topics"] and r["year"] and 200 < len(r["text"]) < 1500 \
-                    and _held_out_poem(r["id"]):
-                out.append({"title": r["title"], "text": r["text"], "author": r["author"],
-                            "year": r["year"], "topics": r["topics"].replace("|", ", ")})
+    out = [{"title": r["title"], "text": r["text"], "author": r["author"], "year": r["year"],
+            "topics": r["topics"].replace("|", ", ")}
+           for r in found[1] if r["id"].startswith("pdp_") and r["topics"] and r["year"]
+           and 200 < len(r["text"]) < 1500 and _held_out_poem(r["id"])]
     rng = np.random.default_rng(3)
     idx = rng.choice(len(out), size=min(12, len(out)), replace=False) if out else []
     return tuple(out[i] for i in idx)
@@ -75,11 +79,10 @@ def poem_examples() -> tuple[dict, ...]:
 
 @functools.lru_cache(maxsize=1)
 def car_photo_examples() -> tuple[Example, ...]:
-    d = data_dir()
-    if d is None or not (d / "cars" / "images.csv").is_file():
+    found = _manifest_rows("cars/images.csv")
+    if found is None:
         return ()
-    with open(d / "cars" / "images.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    d, rows = found
     picks = []
     for want in ("BMW", "Audi", "Ford", "Mercedes-Benz"):
         for r in rows:

@@ -297,16 +297,16 @@ def _dicom_gray(ds, arr, photometric, apply_modality_lut, apply_voi_lut):
         values = apply_modality_lut(arr, ds)
         steps.append("DICOM modality rescale (slope/intercept) applied")
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    values = np.asarray(values, dtype=np.float64)
     if "VOILUTSequence" in ds:
         lut = ds.VOILUTSequence[0]
-        mapped = np.asarray(apply_voi_lut(arr if values is arr else values, ds, index=0), dtype=np.float64)
+        mapped = np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64)
         table = np.asarray(lut.LUTData, dtype=np.float64).ravel()
         lo, hi = float(table.min()), float(table.max())
         gray = np.zeros(mapped.shape, np.uint8) if hi <= lo else \
             (np.clip((mapped - lo) / (hi - lo), 0, 1) * 255.0 + 0.5).astype(np.uint8)
         steps.append("DICOM VOI LUT applied")
     elif has_window and _first(ds.WindowWidth) > 0:
+        values = np.asarray(values, dtype=np.float64)
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
         function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper()
         # DICOM PS3.3 C.11.2.1.2: the window maps linearly (or by a sigmoid) onto the full output range.
@@ -319,7 +319,7 @@ def _dicom_gray(ds, arr, photometric, apply_modality_lut, apply_voi_lut):
         gray = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         steps.append(f"DICOM window applied (center {center:g}, width {width:g})")
     else:
-        gray = _window_to_uint8(values)
+        gray = _window_to_uint8(np.asarray(values, dtype=np.float64))
         steps.append("no window in the file: 0.5-99.5 percentile window applied")
     if photometric == "MONOCHROME1":
         gray = 255 - gray

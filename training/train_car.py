@@ -318,7 +318,7 @@ def main() -> None:
     from demo_core.car.model import CarModel
     patterns = (("brand_and_model", ["brand", "model"]), ("brand_model_year", ["brand", "model", "year"]),
                 ("brand_model_year_mileage", ["brand", "model", "year", "mileage"]), ("brand_only", ["brand"]))
-    cm = CarModel.from_parts(bundle, catalog_out, photo_model=None, card={})
+    cm = CarModel(bundle, catalog_out, photo_model=None, card={})
     factors = {}
     va_sample = P["va"].sample(min(300, len(P["va"])), random_state=1)
     for label, keep in patterns:
@@ -336,7 +336,7 @@ def main() -> None:
     catalog_out["partial_interval_factors"] = factors
     (args.out / "catalog.json").write_text(json.dumps(catalog_out, indent=1, default=float))
     print("partial interval factors", factors, flush=True)
-    cm = CarModel.from_parts(bundle, catalog_out, photo_model=None, card={})
+    cm = CarModel(bundle, catalog_out, photo_model=None, card={})
     sample = te.sample(min(400, len(te)), random_state=0)
     partial = {}
     for label, keep in patterns:

@@ -14,11 +14,9 @@ import pandas as pd
 
 class FastTrees:
     def __init__(self, model):
-        self.preprocessor = model._preprocessor
         self.baseline = float(np.ravel(model._baseline_prediction)[0])
         predictors = [p[0] for p in model._predictors]
-        known = model._bin_mapper.make_known_categories_bitsets()
-        self.known_bitsets, f_idx_map = known
+        self.known_bitsets, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
         self.f_idx_map = np.asarray(f_idx_map)
         offsets, bit_offsets = [], []
         nodes, bitsets = [], []
@@ -44,7 +42,6 @@ class FastTrees:
         self.is_cat = all_nodes["is_categorical"].astype(bool)
         self.bitset = all_nodes["bitset_idx"].astype(np.intp) + bit_offset
         self.left_bitsets = np.concatenate(bitsets) if nb else np.zeros((1, 8), np.uint32)
-        self.max_depth = int(all_nodes["depth"].max()) + 1
 
     def encode(self, X) -> np.ndarray:
         """Categorical columns as their category codes (NaN when missing or unknown), numbers as floats.

@@ -23,12 +23,13 @@ from ..errors import InputError
 from ..intake import LoadedImage, load_image
 from .fast_trees import FastTrees
 from .photo import to_photo_input
-from .schema import CATEGORICAL, NUMERIC, CarDetails, model_key, validate
+from .schema import CATEGORICAL, FIELDS, NUMERIC, CarDetails, model_key, validate
 
 Z90 = 1.2815515655446004  # the 90 % quantile of a standard normal
 MAX_PROTOTYPES = 400
 FAST_ROWS = 64  # up to this many rows the numpy tree walker beats sklearn's per-tree calls
 CAR_THRESHOLD = 0.5
+OPTIONAL_FIELDS = [f for f in FIELDS if f != "brand"]  # what prototypes fill in when the visitor leaves it out
 
 
 def design_matrix(df: pd.DataFrame, catalog: dict) -> pd.DataFrame:
@@ -81,10 +82,6 @@ class CarModel:
             self.photo_scores(LoadedImage(np.full((64, 64, 3), 127, np.uint8), "warm-up"))
         self.predict_details({"brand": self.catalog["brands"][0]})  # warm the trees
 
-    @classmethod
-    def from_parts(cls, models, catalog, photo_model, card) -> "CarModel":
-        return cls(models, catalog, photo_model, card)
-
     # ------------------------------------------------------------------ public
     def predict_request(self, request: dict) -> PricePrediction:
         image = request.get("image")
@@ -95,8 +92,7 @@ class CarModel:
     def predict(self, details: dict, image=None) -> PricePrediction:
         """``details``: any of brand, model, year, mileage, fuel, transmission, engine_size;
         ``image``: bytes, a path or a LoadedImage, optional."""
-        has_details = any(details.get(k) not in (None, "") for k in ("brand", "model", "year", "mileage", "fuel",
-                                                                      "transmission", "engine_size"))
+        has_details = any(details.get(k) not in (None, "") for k in FIELDS)
         if image is None:
             if not has_details:
                 raise InputError("Give the car's details (at least the brand) or a photo.")
@@ -128,7 +124,7 @@ class CarModel:
             raise InputError("Please choose the brand (or add a photo).")
         rows, weights, filled = self._prototypes(details)
         price, lo, hi = self._pooled(rows, weights)
-        price, lo, hi = self._calibrated(price, lo, hi, filled)
+        lo, hi = self._widened(price, lo, hi, filled)
         if filled:
             warnings.append(f"Not given: {', '.join(filled)}; the price averages over typical cars, so the "
                             "interval is wider.")
@@ -169,31 +165,28 @@ class CarModel:
             r, w, _ = self._prototypes(CarDetails(brand=b))
             rows.append(r); weights.append(w * p)
         price, lo, hi = self._pooled(pd.concat(rows, ignore_index=True), np.concatenate(weights))
-        price, lo, hi = self._calibrated(price, lo, hi, ["model", "year", "mileage", "fuel", "transmission",
-                                                         "engine_size"])
+        lo, hi = self._widened(price, lo, hi, OPTIONAL_FIELDS)
         top = max(brands, key=brands.get) if brands else None
         return PricePrediction(price, (lo, hi), True, car_score, brands, tuple(warnings),
-                               {"brand": top} if top else {}, ("model", "year", "mileage", "fuel", "transmission",
-                                                               "engine_size"))
+                               {"brand": top} if top else {}, tuple(OPTIONAL_FIELDS))
 
-    def _calibrated(self, price: float, lo: float, hi: float, filled: list[str]) -> tuple[float, float, float]:
+    def _widened(self, price: float, lo: float, hi: float, filled: list[str]) -> tuple[float, float]:
         """Widen a pooled interval by the factor that gave 80 % coverage on validation listings
         with the same fields missing (or, for an unseen pattern, the widest factor of patterns
         missing at least as many fields)."""
         factors: dict = self.catalog.get("partial_interval_factors", {})
         if not filled or not factors:
-            return price, lo, hi
+            return lo, hi
         key = ",".join(sorted(filled))
         factor = factors.get(key)
         if factor is None:
             wider = [f for k, f in factors.items() if len(k.split(",")) >= len(filled)]
             factor = max(wider or factors.values())
-        return price, price * (lo / price) ** factor, price * (hi / price) ** factor
+        return price * (lo / price) ** factor, price * (hi / price) ** factor
 
     def _prototypes(self, d: CarDetails) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
         cat = self.catalog
-        filled = [f for f in ("model", "year", "mileage", "fuel", "transmission", "engine_size")
-                  if getattr(d, f) is None and not (f == "engine_size" and d.fuel == "Electric")]
+        filled = [f for f in OPTIONAL_FIELDS if getattr(d, f) is None and not (f == "engine_size" and d.fuel == "Electric")]
         if d.model is not None:
             models, year_idx, n_combos = {d.model: 1.0}, [0, 1, 2, 3, 4], 8
         else:
