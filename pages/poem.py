@@ -66,6 +66,9 @@ with right:
     st.subheader(f"Written around {result.year}")
     lo, hi = result.year_interval
     st.write(f"80 % interval: **{lo} – {hi}**" + (" (author known)" if result.author_known else " (from the text alone)"))
+    if result.style_match:
+        st.caption(f"Dated by style: the wording reads most like the training poems of **{result.style_match.title()}**, "
+                   "so the year is that poet's (estimated) year. A stylistic resemblance, not an attribution.")
     fig = go.Figure()
     fig.add_shape(type="rect", x0=lo, x1=hi, y0=-0.3, y1=0.3, fillcolor="rgba(31,111,235,0.25)", line_width=0)
     fig.add_scatter(x=[result.year], y=[0], mode="markers+text", text=[str(result.year)], textposition="top center",

@@ -103,3 +103,29 @@ def test_missing_nltk_resource_degrades_visibly(monkeypatch):
     r = p.run("The roses were blooming")
     assert r.lemmas == ("roses", "blooming")  # no lemmatization...
     assert any("wordnet" in w for w in r.warnings)  # ...and it says so
+
+
+def test_archaic_wording_is_dated_earlier_than_modern_wording(poem_model):
+    archaic = ("Shall I compare thee to a summer's day? Thou art more lovely and more temperate. "
+               "Rough winds do shake the darling buds of May, and summer's lease hath all too short a date. "
+               "O, thou that dost in heav'n abide, whence cometh thy mercy, lo, I sing thy praise.")
+    modern = ("i scroll past your photos at 3am, the laptop glowing, my phone buzzing with texts i won't answer. "
+              "we were kids on skateboards in the parking lot, now it's rent and emails and the subway home.")
+    assert poem_model.predict("", archaic).year < poem_model.predict("", modern).year
+
+
+def test_a_style_match_names_a_training_poet_only_without_a_known_author(poem_model):
+    text = "Because I could not stop for Death, he kindly stopped for me; the carriage held but just ourselves"
+    alone, with_author = poem_model.predict("", text), poem_model.predict("", text, "Emily Dickinson")
+    assert alone.style_match is None or isinstance(alone.style_match, str)
+    if with_author.author_known:
+        assert with_author.style_match is None
+
+
+def test_int8_author_weights_round_trip_within_half_a_step():
+    import numpy as np
+    from demo_core.poem.style import quantize_rows_int8
+    w = np.random.default_rng(0).normal(size=(5, 300)).astype(np.float32)
+    q, scale = quantize_rows_int8(w)
+    assert q.dtype == np.int8
+    assert np.all(np.abs(q * scale[:, None] - w) <= scale[:, None] / 2 + 1e-6)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from common import ROOT, require_data, seed_everything, write_card
 
+from demo_core.poem.style import StyleHeads, quantize_rows_int8, style_text
 from demo_core.poem.text import SEQUENCE_LENGTH, TextPipeline
 
 VOCAB_SIZE = 20000
@@ -103,6 +104,70 @@ def best_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
             f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
         thr[k] = grid[int(np.argmax(f1s))]
     return thr
+
+
+ERA_EDGES = np.array([1000, 1500, 1600, 1650, 1700, 1750, 1775, 1800, 1820, 1835, 1850, 1860, 1870, 1880, 1890,
+                      1900, 1910, 1920, 1930, 1945, 1960, 1980, 2030])
+
+
+def _linear_rows(clf, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One weight row per class, also for sklearn's single-row binary case (argmax gives the same class)."""
+    w, b = clf.coef_, clf.intercept_
+    if n_classes == 2 and w.shape[0] == 1:
+        w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def train_style(docs: list[str], Y: np.ndarray, tsel: dict, year: np.ndarray, ysel: dict, authors: np.ndarray,
+                smoke: bool):
+    """Word 1-2-gram + character 2-4-gram TF-IDF (fit on training poems) with topic, era and author heads."""
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+    train = tsel["train"] | ysel["train"]
+    tr_docs = [d for d, m in zip(docs, train) if m]
+    kw = dict(min_df=1 if smoke else 3, max_features=20000, sublinear_tf=True, dtype=np.float32)
+    word = TfidfVectorizer(ngram_range=(1, 2), **kw).fit(tr_docs)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), **kw).fit(tr_docs)
+    for v in (word, char):  # the n-grams cut by min_df / max_features: not needed, and they are text
+        if hasattr(v, "stop_words_"):
+            v.stop_words_ = None
+    X = sp.hstack([word.transform(docs), char.transform(docs)]).tocsr() * np.float32(1 / np.sqrt(2))
+    n_feat = X.shape[1]
+
+    tw, tb = np.zeros((Y.shape[1], n_feat), np.float32), np.zeros(Y.shape[1], np.float32)
+    for k in range(Y.shape[1]):
+        yk = Y[tsel["train"], k]
+        if 0 < yk.sum() < len(yk):
+            lr = LogisticRegression(C=10, max_iter=2000 if not smoke else 100).fit(X[tsel["train"]], yk)
+            tw[k], tb[k] = lr.coef_[0], lr.intercept_[0]
+        else:
+            tb[k] = -10.0 if yk.sum() == 0 else 10.0
+
+    ytr = ysel["train"]
+    era = np.clip(np.searchsorted(ERA_EDGES, year[ytr], side="right") - 1, 0, len(ERA_EDGES) - 2)
+    era_classes = np.unique(era)
+    if len(era_classes) >= 2:
+        ew, eb = _linear_rows(LinearSVC(C=0.3).fit(X[ytr], era), len(era_classes))
+    else:
+        ew, eb = np.zeros((1, n_feat), np.float32), np.zeros(1, np.float32)
+    era_years = np.array([np.median(year[ytr][era == c]) for c in era_classes], np.float32)
+
+    counts = pd.Series(authors[ytr]).value_counts()
+    keep_names = counts[counts >= (1 if smoke else 3)].index
+    keep = ytr & np.isin(authors, keep_names)
+    svc = LinearSVC(C=0.5).fit(X[keep], authors[keep])
+    names = list(svc.classes_)
+    aw, ab = _linear_rows(svc, len(names))
+    a_years = pd.Series(year[keep]).groupby(authors[keep]).median()
+    q, scale = quantize_rows_int8(aw)
+    arrays = {"topic_coef": tw.astype(np.float16), "topic_intercept": tb,
+              "era_coef": ew.astype(np.float16), "era_intercept": eb, "era_years": era_years,
+              "author_coef_int8": q, "author_scale": scale, "author_intercept": ab,
+              "author_years": a_years[names].to_numpy(np.float32), "author_names": np.array(names)}
+    print(f"style: {n_feat} features, {len(era_classes)} eras, {len(names)} authors", flush=True)
+    return {"word": word, "char": char}, arrays
 
 
 def conformal_q(residuals: np.ndarray, coverage: float = 0.8) -> float:
@@ -211,6 +276,33 @@ def main() -> None:
     Yr["ensemble"] = (Yr["original"] + Yr["minilm"]) / 2
     Yr["tfidf"] = Yr["ensemble3"] = Yr["ensemble"]  # the year comes from the two neural members
 
+    # A fourth design: the style member (raw word + character n-grams) replaces the lemma TF-IDF for topics
+    # and dates the text by era and closest author; how the year parts combine is chosen on validation.
+    t0 = time.time()
+    style_docs = [style_text(t, x) for t, x in zip(df.title, df.text)]
+    style_vecs, style_arrays = train_style(style_docs, Y, tsel, year, ysel, authors, args.smoke)
+    style = StyleHeads(style_vecs["word"], style_vecs["char"], style_arrays)  # the shipped, quantized heads
+    Xs = style.features(style_docs)
+    P["style"] = style.topic_probabilities(Xs)
+    P["ensemble3s"] = (P["original"] + P["minilm"] + P["style"]) / 3
+    sy = style.years(Xs)
+    era_year = np.array([s.era_year for s in sy])
+    author_year = np.array([s.author_year for s in sy])
+    margin = np.array([s.author_margin for s in sy])
+    print(f"style member in {time.time() - t0:.0f}s", flush=True)
+
+    def style_year(w_neural: float, gate: float) -> np.ndarray:
+        text_year = w_neural * Yr["ensemble"] + (1 - w_neural) * era_year
+        return np.where(margin > gate, author_year, text_year)
+
+    vy = ysel["val"]
+    gates = np.unique(np.quantile(margin[vy], np.linspace(0, 1, 21))) if vy.any() else np.array([0.0])
+    style_choice = min(((w, float(g)) for w in (0.0, 0.25, 0.5, 0.75) for g in list(gates) + [np.inf]),
+                       key=lambda wg: np.abs(style_year(*wg)[vy] - year[vy]).mean() if vy.any() else 0.0)
+    Yr["ensemble3s"] = style_year(*style_choice)
+    style_gated = margin > style_choice[1]
+    print("style year: neural weight, author gate", style_choice, flush=True)
+
     def with_author(pred_year: np.ndarray, k: float) -> np.ndarray:
         out = pred_year.copy()
         for i, a in enumerate(authors):
@@ -222,7 +314,7 @@ def main() -> None:
 
     # Validation decides the design, thresholds, author blending and interval widths.
     designs = {}
-    DESIGNS = ("original", "minilm", "ensemble", "ensemble3")
+    DESIGNS = ("original", "minilm", "ensemble", "ensemble3", "ensemble3s")
     for d in DESIGNS:
         thr = best_thresholds(Y[tsel["val"]], P[d][tsel["val"]])
         designs[d] = {"thresholds": thr,
@@ -237,6 +329,11 @@ def main() -> None:
     k_best = min(ks, key=lambda k: np.abs(with_author(Yr[choose], k)[val_known] - year[val_known]).mean()) \
         if val_known.any() else 1.0
     q_text = conformal_q(Yr[choose][ysel["val"]] - year[ysel["val"]])
+    q_style_author = q_text
+    if choose == "ensemble3s":  # two calibrations: a confident author match is much tighter
+        ungated, gated = ysel["val"] & ~style_gated, ysel["val"] & style_gated
+        q_text = conformal_q(Yr[choose][ungated] - year[ungated]) if ungated.any() else q_text
+        q_style_author = conformal_q(Yr[choose][gated] - year[gated]) if gated.any() else q_text
     q_author = conformal_q(with_author(Yr[choose], k_best)[val_known] - year[val_known]) if val_known.any() else q_text
 
     # ---------------- the single read of the test split
@@ -252,9 +349,10 @@ def main() -> None:
     yt = ysel["test"]
     known = yt & np.array([a in author_table for a in authors])
     shipped = test[choose]
-    shipped["year_interval_coverage_text_only"] = float((np.abs(Yr[choose][yt] - year[yt]) <= q_text).mean())
+    q_text_each = np.where(style_gated, q_style_author, q_text) if choose == "ensemble3s" else np.full(len(df), q_text)
+    shipped["year_interval_coverage_text_only"] = float((np.abs(Yr[choose][yt] - year[yt]) <= q_text_each[yt]).mean())
     wa = with_author(Yr[choose], k_best)
-    q_each = np.where([a in author_table for a in authors], q_author, q_text)
+    q_each = np.where([a in author_table for a in authors], q_author, q_text_each)
     shipped["year_interval_coverage_with_author"] = float((np.abs(wa[yt] - year[yt]) <= q_each[yt]).mean())
     shipped["n_topic_test"], shipped["n_year_test"], shipped["n_year_test_known_author"] = \
         int(tsel["test"].sum()), int(yt.sum()), int(known.sum())
@@ -297,6 +395,14 @@ def main() -> None:
         import pickle
         with open(args.out / "tfidf_topics.pkl", "wb") as f:
             pickle.dump({"vectorizer": tfidf, "classifier": tfidf_lr}, f, protocol=5)
+    if choose == "ensemble3s":
+        import pickle
+        with open(args.out / "style_vectorizers.pkl", "wb") as f:
+            pickle.dump(style_vecs, f, protocol=5)
+        np.savez_compressed(args.out / "style_heads.npz", **style_arrays)
+        config.update({"style_neural_weight": style_choice[0], "style_author_margin": style_choice[1],
+                       "interval_half_width_style_author": q_style_author})
+        (args.out / "poem_config.json").write_text(json.dumps(config, indent=1))
     (args.out / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (args.out / "author_years.json").write_text(json.dumps(author_table, ensure_ascii=False, sort_keys=True))
     counts = {s: {"topics": int(tsel[s].sum()), "year": int(ysel[s].sum())} for s in S}
@@ -306,8 +412,12 @@ def main() -> None:
                         "mean+max pooling, dense 128; minilm = all-MiniLM-L6-v2 sentence embedding of title + "
                         "text (first 128 word pieces, TensorFlow re-implementation) + dense 256; ensemble = mean "
                         "of both; ensemble3 = mean of those two and TF-IDF (same lemmas) + one-vs-rest logistic "
-                        "regression (topics only). Year = text prediction blended with the author's median training year when the "
-                        "author is known (n / (n + k)).",
+                        "regression (topics only); ensemble3s = the same with the style member instead: TF-IDF over the "
+                        "raw text's word 1-2-grams and character 2-4-grams with three linear heads (topics; era, one "
+                        "of 22 year ranges; closest training author, int8). Its text year is the closest author's "
+                        "median year when that match is confident (margin above a validation-chosen gate), else a "
+                        "blend of the neural year and the era. Year = text prediction blended with the author's "
+                        "median training year when the author is known (n / (n + k)).",
         "labels": topics,
         "input": {"title": "str", "text": "str (up to 20,000 characters)", "author": "optional str",
                   "preprocessing": "decontraction (own table), Punkt tokens, lowercase words, NLTK English stop "

@@ -18,6 +18,7 @@ import numpy as np
 from .. import _tf
 from ..cards import task_dir, verified_card
 from ..errors import InputError
+from .style import StyleHeads, style_text
 from .text import MAX_CHARS, Preprocessed, TextPipeline
 
 MAX_TITLE = 300
@@ -43,6 +44,7 @@ class PoemPrediction:
     author_known: bool
     warnings: tuple[str, ...]
     preprocessing: Preprocessed
+    style_match: str | None = None  # the training author whose style dated the poem, when that match was confident
 
     def to_dict(self) -> dict:
         out = {"topics": {k: round(v, 6) for k, v in self.topics.items()},
@@ -55,7 +57,7 @@ class PoemPrediction:
 
 class PoemModel:
     def __init__(self, card: dict, config: dict, pipeline: TextPipeline, original, minilm_heads, encoder,
-                 author_years: dict[str, list], tfidf: dict | None = None):
+                 author_years: dict[str, list], tfidf: dict | None = None, style: StyleHeads | None = None):
         self.card, self.config, self.pipeline = card, config, pipeline
         self.topics: list[str] = config["topics"]
         self.thresholds = np.array(config["thresholds"], np.float32)
@@ -63,6 +65,7 @@ class PoemModel:
         self.author_years = author_years
         self.encoder = encoder
         self.tfidf = tfidf
+        self.style = style
         tf = _tf.tf()
         self._original = tf.function(lambda x: original(x, training=False), reduce_retracing=True, autograph=False) if original else None
         self._minilm = tf.function(lambda x: minilm_heads(x, training=False), reduce_retracing=True, autograph=False) if minilm_heads else None
@@ -101,7 +104,7 @@ class PoemModel:
             warnings.append("Only the first 150 processed words enter the sequence model.")
 
         probs, year_z = [], []
-        neural = ("ensemble", "ensemble3")
+        neural = ("ensemble", "ensemble3", "ensemble3s")
         if self.design in ("original",) + neural:
             out = self._original(self._tf.constant([pre.ids], dtype=self._tf.int32))
             probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
@@ -114,6 +117,16 @@ class PoemModel:
         if self.tfidf is not None:
             bag = self.tfidf["vectorizer"].transform([" ".join(pre.lemmas)])
             probs.append(self.tfidf["classifier"].predict_proba(bag)[0])
+        style_author = None
+        if self.style is not None:
+            X = self.style.features([style_text(title, text)])
+            probs.append(self.style.topic_probabilities(X)[0])
+            sy = self.style.years(X)[0]
+            if sy.author_margin > float(self.config["style_author_margin"]):
+                year, style_author = sy.author_year, sy.closest_author
+            else:
+                w = float(self.config["style_neural_weight"])
+                year = w * year + (1 - w) * sy.era_year
         p = np.mean(probs, axis=0).astype(float)
 
         key = _normalise_author(author)
@@ -126,7 +139,7 @@ class PoemModel:
         else:
             if key:
                 warnings.append("This author is not in the training data, so the year comes from the text alone.")
-            half = self.config["interval_half_width_text_only"]
+            half = self.config["interval_half_width_style_author" if style_author else "interval_half_width_text_only"]
         this_year = _dt.date.today().year
         year = min(year, this_year)
         lo, hi = int(round(year - half)), int(min(this_year, round(year + half)))
@@ -139,7 +152,7 @@ class PoemModel:
             topics=dict(zip(self.topics, p.tolist())), predicted_topics=tuple(chosen),
             thresholds=dict(zip(self.topics, self.thresholds.astype(float).tolist())),
             year=int(round(year)), year_interval=(lo, hi), author_known=known,
-            warnings=tuple(warnings), preprocessing=pre)
+            warnings=tuple(warnings), preprocessing=pre, style_match=None if known else style_author)
 
 
 _load_lock = threading.Lock()
@@ -156,14 +169,21 @@ def load() -> PoemModel:
         pipeline = TextPipeline(vocab)
         original = minilm_heads = encoder = None
         tfidf = None
-        if config["design"] in ("original", "ensemble", "ensemble3"):
+        style = None
+        if config["design"] in ("original", "ensemble", "ensemble3", "ensemble3s"):
             original = keras.models.load_model(folder / "original.keras", compile=False)
         if config["design"] == "ensemble3":
             import pickle
             with open(folder / "tfidf_topics.pkl", "rb") as f:
                 tfidf = pickle.load(f)  # our own file, checked against card.json's sha256 above
-        if config["design"] in ("minilm", "ensemble", "ensemble3"):
+        if config["design"] == "ensemble3s":
+            import pickle
+            with open(folder / "style_vectorizers.pkl", "rb") as f:
+                vecs = pickle.load(f)  # our own file, checked against card.json's sha256 above
+            with np.load(folder / "style_heads.npz") as heads:
+                style = StyleHeads(vecs["word"], vecs["char"], dict(heads))
+        if config["design"] in ("minilm", "ensemble", "ensemble3", "ensemble3s"):
             from .minilm import load_encoder
             minilm_heads = keras.models.load_model(folder / "minilm_heads.keras", compile=False)
             encoder = load_encoder(folder)
-    return PoemModel(card, config, pipeline, original, minilm_heads, encoder, authors, tfidf)
+    return PoemModel(card, config, pipeline, original, minilm_heads, encoder, authors, tfidf, style)
