@@ -94,6 +94,11 @@ with tabs[1]:
             ("80 % interval coverage, text only", fmt(s.get("year_interval_coverage_text_only")), "0.75–0.85", ""),
             ("80 % interval coverage, with author", fmt(s.get("year_interval_coverage_with_author")), "0.75–0.85", ""),
         ]), hide_index=True)
+        by_seen = s.get("year_by_author_seen")
+        if by_seen:
+            st.write("Text-only year, by whether the poet has dated poems in the training split:")
+            st.dataframe(pd.DataFrame(by_seen).T.style.format(
+                {"n": "{:.0f}", "mae_text_only": "{:.1f}", "coverage_text_only": "{:.2f}"}))
         comp = pd.DataFrame({d: {"top-1": v["topics"]["top1_accuracy"], "micro-F1": v["topics"]["micro_f1"],
                                  "year MAE (text)": v["year_mae_text_only"], "year MAE (author)": v["year_mae_with_author"]}
                              for d, v in tests.items()}).T
@@ -130,4 +135,20 @@ with tabs[2]:
         with c2:
             cands = card.get("selection", {}).get("candidates", {})
             bar("Validation MAPE by candidate", {k: v["val_mape"] for k, v in cands.items()}, ".1%")
+        photo_cands = {k: v for k, v in p.get("candidates", {}).items() if isinstance(v, dict)}
+        if photo_cands:
+            c3, c4 = st.columns(2)
+            with c3:
+                bar("Photo make top-1 by candidate (validation)", {k: v["val_make_top1"] for k, v in photo_cands.items()})
+            history = photo_cands.get("tail_fine_tuned", {}).get("history")
+            if history:
+                with c4:
+                    fig = go.Figure(go.Scatter(x=[h["epoch"] for h in history], y=[h["val_make_top1"] for h in history],
+                                               mode="lines+markers"))
+                    fig.update_layout(title="Make fine-tuning: validation top-1 per epoch", height=300,
+                                      xaxis_title="epoch", yaxis=dict(range=[0, 1]), margin=dict(l=10, r=10, t=40, b=10))
+                    st.plotly_chart(fig, use_container_width=True)
+            for k, v in p.get("candidates", {}).items():
+                if isinstance(v, str):
+                    st.caption(f"{k.replace('_', ' ')}: {v}")
         files_and_notes(card)

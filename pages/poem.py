@@ -78,7 +78,8 @@ with right:
     st.plotly_chart(fig, use_container_width=True)
     st.info("Where the year labels come from: most training poems have no date of their own, so their label is "
             "estimated from the author's life (midlife or birth + 30). The year is therefore an era guess, "
-            "and the interval says how wide that guess is on held-out poems.")
+            "and the interval says how wide that guess is on held-out poems. The text-only year leans on poets "
+            "seen in training; for a poet it has never seen, expect an error about twice as large.")
 
 with st.expander("How the text became numbers (NLTK pipeline)", expanded=False):
     pre = result.preprocessing

@@ -354,6 +354,11 @@ def main() -> None:
     wa = with_author(Yr[choose], k_best)
     q_each = np.where([a in author_table for a in authors], q_author, q_text_each)
     shipped["year_interval_coverage_with_author"] = float((np.abs(wa[yt] - year[yt]) <= q_each[yt]).mean())
+    seen = np.array([a in author_table for a in authors])
+    shipped["year_by_author_seen"] = {
+        name: {"n": int(sel.sum()), "mae_text_only": float(np.abs(Yr[choose][sel] - year[sel]).mean()),
+               "coverage_text_only": float((np.abs(Yr[choose][sel] - year[sel]) <= q_text_each[sel]).mean())}
+        for name, sel in (("seen", yt & seen), ("unseen", yt & ~seen)) if sel.any()}
     shipped["n_topic_test"], shipped["n_year_test"], shipped["n_year_test_known_author"] = \
         int(tsel["test"].sum()), int(yt.sum()), int(known.sum())
 
@@ -437,6 +442,10 @@ def main() -> None:
         "limitations": ["Topics come from keyword-mapped source tags; poems often fit more topics than tagged.",
                         "Year labels are per-author estimates, not composition dates; the year from text alone "
                         "is a rough era guess.", "English only; other languages get an answer but it means little.",
+                        "The closest-author dating relies on poets seen in training (authors can appear in several "
+                        "splits; 97 % of dated test poems have a poet with dated training poems). For an unseen poet "
+                        "the text-only year is much weaker: MAE 49 years and 43 % interval coverage on the 42 such "
+                        "test poems in the first measurement (see metrics.test.*.year_by_author_seen).",
                         "MiniLM reads the first 126 word pieces (title and opening lines); averaging more windows scored lower on validation."],
         "license": "Heads trained on poems of mixed copyright status (no text is shipped); MiniLM weights "
                    "Apache-2.0 (MINILM_NOTICE.txt).",
