@@ -134,3 +134,6 @@ with chart_right:
         st.plotly_chart(fig, use_container_width=True)
 st.caption("The interval covers the real price for about 80 % of held-out listings. Fields you leave out are "
            "averaged over typical cars of that brand and model, which widens it.")
+with st.expander("Limits of these models"):
+    for limitation in model.card.get("limitations", []):
+        st.markdown(f"- {limitation}")

@@ -97,3 +97,7 @@ with st.expander("How the text became numbers (NLTK pipeline)", expanded=False):
     for w in pre.warnings:
         st.warning(w)
     st.caption(f"Shipped design: {model.design} (see the Models page for the comparison).")
+
+with st.expander("Limits of this model"):
+    for limitation in model.card.get("limitations", []):
+        st.markdown(f"- {limitation}")

@@ -76,6 +76,7 @@ def test_poem_page_analyzes_a_typed_poem():
     assert not at.exception
     body = texts(at)
     assert "Written around" in body and "Topics" in body
+    assert any(e.label == "Limits of this model" for e in at.expander)
 
 
 def test_poem_page_rejects_empty_text():
@@ -86,6 +87,7 @@ def test_poem_page_rejects_empty_text():
 def test_car_page_prices_the_default_car_and_a_photo(car_photo):
     at = page("car")
     assert not at.exception and "Estimated price" in texts(at)
+    assert any(e.label == "Limits of these models" for e in at.expander)
     at = page("car", car_photo=(car_photo.name, car_photo.read_bytes()))
     assert not at.exception and "Make from the photo" in texts(at)
 

@@ -377,7 +377,11 @@ def main() -> None:
         "limitations": ["Prices are 2020 UK asking prices for nine brands; no trim or condition.",
                         "Photos come mostly from US-market 1991-2012 cars (Stanford Cars); the photo cannot tell "
                         "the year, so a photo-only price is wide.",
-                        "Skoda (6 photos) and Vauxhall (none) cannot be recognised from a photo."],
+                        "Skoda (6 photos) and Vauxhall (none) cannot be recognised from a photo.",
+                        "Make accuracy varies by brand: Mercedes-Benz, Volkswagen and Toyota photos are recognised "
+                        "least often (fewest training photos).",
+                        "Car / not-car errors seen on validation and test photos: motorbikes taken for cars, and "
+                        "small, low-resolution or close-up car photos refused."],
         "license": "Listings: research/demo use (Kaggle, licence unverified). Photos: Stanford Cars terms "
                    "(non-commercial research) and others, see shared/data/cars README. MobileNetV2 weights "
                    "Apache-2.0 / MIT.",
