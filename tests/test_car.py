@@ -101,3 +101,16 @@ def test_the_fast_tree_walker_equals_sklearn(car_model, data_dir):
     X = design_matrix(df, car_model.catalog)
     for trees in (car_model.point, car_model.q10, car_model.q90):
         assert np.allclose(FastTrees(trees).predict(X), trees.predict(X), rtol=0, atol=1e-9)
+
+
+def test_with_flip_averaging_a_mirrored_photo_gets_the_same_make(car_model, car_photo):
+    import numpy as np
+    from demo_core.intake import LoadedImage, load_image
+    if not car_model.make_flip_tta:
+        pytest.skip("validation did not choose flip averaging for the shipped photo model")
+    photo = load_image(car_photo.read_bytes())
+    mirrored = LoadedImage(np.ascontiguousarray(photo.pixels[:, ::-1]), photo.source_format)
+    _, _, brands, other = car_model.photo_scores(photo)
+    _, _, brands_m, other_m = car_model.photo_scores(mirrored)
+    assert abs(other - other_m) < 1e-3
+    assert all(abs(brands[b] - brands_m[b]) < 1e-3 for b in brands)

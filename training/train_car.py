@@ -253,6 +253,25 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
                             "make_top1_per_brand": {b: float((te_pred[ym[te_make] == b] == b).mean())
                                                     for b in PHOTO_BRANDS if (ym[te_make] == b).any()}})
     metrics["design"] = design
+    # Test-time flip for the make (mean of the photo and its mirror image), kept only if validation says so.
+    va_make = S["val"] & car_mask & np.isin(ym, PHOTO_BRANDS)
+    if va_make.any():
+        def make_acc(sel, flip: bool) -> float:
+            p = model.predict(X[sel], batch_size=64, verbose=0)["make"]
+            if flip:
+                p = (p + model.predict(X[sel][:, :, ::-1], batch_size=64, verbose=0)["make"]) / 2
+            return float((np.array(present)[p.argmax(1)] == ym[sel]).mean())
+        plain, flipped = make_acc(va_make, False), make_acc(va_make, True)
+        metrics["make_flip_tta"] = {"val_make_top1_plain": plain, "val_make_top1_flip_mean": flipped,
+                                    "used": flipped > plain}
+        print("make flip TTA on validation:", metrics["make_flip_tta"], flush=True)
+        if flipped > plain and te_make.any():
+            p = model.predict(X[te_make], batch_size=64, verbose=0)["make"]
+            p = (p + model.predict(X[te_make][:, :, ::-1], batch_size=64, verbose=0)["make"]) / 2
+            te_pred = np.array(present)[p.argmax(1)]
+            metrics.update({"make_top1_listing_brands": float((te_pred == ym[te_make]).mean()),
+                            "make_top1_per_brand": {b: float((te_pred[ym[te_make] == b] == b).mean())
+                                                    for b in PHOTO_BRANDS if (ym[te_make] == b).any()}})
     counts = imgs.groupby(["split", "make"]).size().unstack(fill_value=0).to_dict(orient="index")
     return model, present, metrics, baseline, {"car_C": car_C, "make_C": make_C}, counts
 
@@ -303,7 +322,8 @@ def main() -> None:
         pickle.dump(bundle, f, protocol=5)
     catalog_out = {k: v for k, v in catalog.items()}
     catalog_out.update({"interval_correction": P["correction"], "shipped": P["shipped"],
-                        "photo_make_classes": make_classes})
+                        "photo_make_classes": make_classes,
+                        "photo_make_flip_tta": bool(photo_metrics.get("make_flip_tta", {}).get("used", False))})
     (args.out / "catalog.json").write_text(json.dumps(catalog_out, indent=1, default=float))
     photo_model.save(args.out / "photo.keras")
 

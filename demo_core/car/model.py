@@ -74,6 +74,7 @@ class CarModel:
         self.catalog, self.card = catalog, card
         self.correction = float(catalog["interval_correction"])
         self.make_classes: list[str] = catalog.get("photo_make_classes", [])
+        self.make_flip_tta = bool(catalog.get("photo_make_flip_tta", False))
         self._photo = None
         if photo_model is not None:
             tf = _tf.tf()
@@ -134,9 +135,12 @@ class CarModel:
         if self._photo is None:
             raise InputError("The photo model is not available on this server.")
         img = image if isinstance(image, LoadedImage) else load_image(image)
-        out = self._photo(self._tf.constant(to_photo_input(img.pixels)[None]))
-        car = float(out["is_car"].numpy()[0, 0])
-        probs = out["make"].numpy()[0].astype(float)
+        x = to_photo_input(img.pixels)[None]
+        if self.make_flip_tta:  # the make is the mean over the photo and its mirror image (chosen on validation)
+            x = np.concatenate([x, np.ascontiguousarray(x[:, :, ::-1])])
+        out = self._photo(self._tf.constant(x))
+        car = float(out["is_car"].numpy()[0, 0])  # the car check reads the photo as it is
+        probs = out["make"].numpy().mean(axis=0).astype(float)
         brands = {c: float(p) for c, p in zip(self.make_classes, probs) if c in self.catalog["brands"]}
         other = float(sum(p for c, p in zip(self.make_classes, probs) if c not in self.catalog["brands"]))
         return car >= CAR_THRESHOLD, car, brands, other
