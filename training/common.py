@@ -59,6 +59,18 @@ def _jsonable(o):
     raise TypeError(type(o))
 
 
+def linear_rows(clf) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted sklearn linear classifier's weights as one row per class (float32).
+
+    sklearn stores a two-class problem as a single row; splitting it into -w/2, +w/2
+    keeps argmax and softmax the same as the classifier's decision.
+    """
+    w, b = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2 and w.shape[0] == 1:
+        w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
+    return w.astype(np.float32), b.astype(np.float32)
+
+
 def group_split(keys: list[str], strata: list[str], fractions=(0.7, 0.15, 0.15), seed: int = 0):
     """Assign each row to train/val/test so that rows sharing a key stay together.
 

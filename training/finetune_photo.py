@@ -27,14 +27,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from common import backbone_weights, require_data, seed_everything
 
 from demo_core.car.photo import INPUT_SIZE, to_photo_input
-from photo_data import PHOTO_BRANDS, photo_split
+from photo_data import MAKE_CLASSES, load_photos
 
 PRELOAD = 288  # decoded once at this size; crops are taken from it
+
+
+def preload(images: list[np.ndarray]) -> list[np.ndarray]:
+    """Each photo resized once to PRELOAD x PRELOAD; augmented crops are cut from these."""
+    return [cv2.resize(im, (PRELOAD, PRELOAD), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > PRELOAD
+                       else cv2.INTER_LINEAR) for im in images]
 
 
 def augment(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -50,19 +55,6 @@ def augment(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     if rng.random() < 0.15:
         x = x.mean(axis=2, keepdims=True).repeat(3, axis=2)
     return to_photo_input(np.clip(x, 0, 255).astype(np.uint8), size)
-
-
-def load_photos(data: Path, smoke: bool):
-    imgs = pd.read_csv(data / "cars" / "images.csv")
-    if smoke:
-        imgs = pd.concat([imgs[imgs.is_car == 0].head(20)] +
-                         [imgs[imgs.brand == b].head(12) for b in PHOTO_BRANDS] + [imgs[imgs.brand == "Ferrari"].head(12)])
-    imgs = imgs.reset_index(drop=True)
-    imgs["split"] = imgs.file.map(photo_split)
-    imgs["make"] = np.where(imgs.is_car == 0, "not a car",
-                            np.where(imgs.brand.isin(PHOTO_BRANDS), imgs.brand, "other make"))
-    rgb = [cv2.cvtColor(cv2.imread(str(data / "cars" / f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for f in imgs.file]
-    return imgs, rgb
 
 
 def build(keras, n_makes: int, size: int, weights: str):
@@ -91,8 +83,7 @@ def finetune(images: list[np.ndarray], is_car: np.ndarray, make_idx: np.ndarray,
 
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    pre = [cv2.resize(im, (PRELOAD, PRELOAD), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > PRELOAD
-                      else cv2.INTER_LINEAR) for im in images]
+    pre = preload(images)
     model, backbone = build(keras, n_makes, size, str(backbone_weights()))
 
     def make_loss(y_true, y_pred):
@@ -180,7 +171,7 @@ def main() -> None:
     seed_everything(0)
     import keras
     imgs, rgb = load_photos(require_data(), args.smoke)
-    classes = PHOTO_BRANDS + ["other make"]
+    classes = MAKE_CLASSES
     make_idx = np.array([classes.index(m) if m in classes else -1 for m in imgs.make])
     S = {s: (imgs.split == s).to_numpy() for s in ("train", "val")}
     t0 = time.time()
@@ -244,8 +235,7 @@ def finetune_tail(images: list[np.ndarray], make_idx: np.ndarray, n_makes: int, 
     for layer in tail_make.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False  # inference-mode statistics: the cached views are few
-    pre = [cv2.resize(im, (PRELOAD, PRELOAD), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > PRELOAD
-                      else cv2.INTER_LINEAR) for im in images]
+    pre = preload(images)
     idx_tr = np.nonzero(train & (make_idx >= 0))[0]
     idx_va = np.nonzero(val & (make_idx >= 0))[0]
     if smoke:

@@ -17,16 +17,15 @@ import pickle
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from common import ROOT, backbone_weights, require_data, seed_everything, write_card
+from common import ROOT, backbone_weights, linear_rows, require_data, seed_everything, write_card
 
 from demo_core.car.photo import INPUT_SIZE, to_photo_input
 from demo_core.errors import InputError
 from demo_core.car.schema import CATEGORICAL, NUMERIC, build_catalog
-from photo_data import PHOTO_BRANDS, photo_split
+from photo_data import MAKE_CLASSES, PHOTO_BRANDS, load_photos
 
 
 
@@ -140,20 +139,10 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
     from keras import layers
     from sklearn.linear_model import LogisticRegression
 
-    imgs = pd.read_csv(data / "cars" / "images.csv")
-    if smoke:
-        imgs = pd.concat([imgs[imgs.is_car == 0].head(20)] +
-                         [imgs[imgs.brand == b].head(12) for b in PHOTO_BRANDS] + [imgs[imgs.brand == "Ferrari"].head(12)])
-    imgs["split"] = imgs.file.map(photo_split)
-    imgs["make"] = np.where(imgs.is_car == 0, "not a car",
-                            np.where(imgs.brand.isin(PHOTO_BRANDS), imgs.brand, "other make"))
+    imgs, rgb = load_photos(data, smoke)
     base = keras.applications.MobileNetV2(input_shape=(INPUT_SIZE, INPUT_SIZE, 3), include_top=False,
                                           pooling="avg", weights=str(backbone_weights()))
-    X = []
-    for f in imgs.file:
-        bgr = cv2.imread(str(data / "cars" / f), cv2.IMREAD_COLOR)
-        X.append(to_photo_input(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    X = np.stack(X)
+    X = np.stack([to_photo_input(im) for im in rgb])
     t0 = time.time()
     F = base.predict(X, batch_size=64, verbose=0)
     Ff = base.predict(X[:, :, ::-1], batch_size=64, verbose=0)  # mirrored: a car is a car either way round
@@ -171,28 +160,32 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
         if best is None or bal > best:
             best, car_clf, car_C = bal, clf, C
     car_mask = y_car == 1
-    classes = PHOTO_BRANDS + ["other make"]
+    classes = MAKE_CLASSES
     ym = imgs.make.to_numpy()
     mk_tr = S["train"] & car_mask
+    # make accuracy is measured on photos of the listing brands
+    va_make = S["val"] & car_mask & np.isin(ym, PHOTO_BRANDS)
+    te_make = S["test"] & car_mask & np.isin(ym, PHOTO_BRANDS)
+
+    def make_test_metrics(pred: np.ndarray) -> dict:
+        """Top-1 and per-brand accuracy of make names predicted for the te_make photos."""
+        truth = ym[te_make]
+        return {"make_top1_listing_brands": float((pred == truth).mean()) if te_make.any() else None,
+                "make_top1_per_brand": {b: float((pred[truth == b] == b).mean()) for b in PHOTO_BRANDS if (truth == b).any()}}
+
     best = None
     for C in (0.1, 0.3, 1.0, 3.0):
         clf = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(
             np.concatenate([F[mk_tr], Ff[mk_tr]]), np.tile(ym[mk_tr], 2))
-        va_sel = S["val"] & car_mask & np.isin(ym, PHOTO_BRANDS)
-        acc = float((clf.predict(F[va_sel]) == ym[va_sel]).mean()) if va_sel.any() else 0.0
+        acc = float((clf.predict(F[va_make]) == ym[va_make]).mean()) if va_make.any() else 0.0
         if best is None or acc > best:
             best, make_clf, make_C = acc, clf, C
-    coef, intercept = make_clf.coef_, make_clf.intercept_
-    if coef.shape[0] == 1:  # sklearn stores a two-class problem as one row
-        coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+    coef, intercept = linear_rows(make_clf)
     present = [c for c in classes if c in make_clf.classes_]
     order = [list(make_clf.classes_).index(c) for c in present]
     # ---- test, read once
     te = S["test"]
     p_car = car_clf.predict_proba(F[te])[:, 1]
-    te_make = te & car_mask & np.isin(ym, PHOTO_BRANDS)
-    make_pred = make_clf.predict(F[te_make])
-    per_brand = {b: float((make_pred[ym[te_make] == b] == b).mean()) for b in PHOTO_BRANDS if (ym[te_make] == b).any()}
     # baseline: the frozen features' plain linear probe without mirroring or tuning
     probe = LogisticRegression(max_iter=5000).fit(F[S["train"]], y_car[S["train"]])
     probe_m = LogisticRegression(max_iter=5000).fit(F[mk_tr], ym[mk_tr])
@@ -200,8 +193,7 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
                "not_car_refused": float((p_car[y_car[te] == 0] < 0.5).mean()),
                "car_accepted": float((p_car[y_car[te] == 1] >= 0.5).mean()),
                "n_test": int(te.sum()), "n_test_not_car": int((y_car[te] == 0).sum()),
-               "make_top1_listing_brands": float((make_pred == ym[te_make]).mean()) if te_make.any() else None,
-               "make_top1_per_brand": per_brand, "n_make_test": int(te_make.sum())}
+               **make_test_metrics(make_clf.predict(F[te_make])), "n_make_test": int(te_make.sum())}
     baseline = {"linear_probe_car_balanced_accuracy": balanced_acc(y_car[te], probe.predict(F[te]) == 1),
                 "linear_probe_make_top1": float((probe_m.predict(F[te_make]) == ym[te_make]).mean()) if te_make.any() else None}
     print("photo", metrics, baseline, flush=True)
@@ -212,7 +204,7 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
     make = layers.Dense(len(order), activation="softmax", name="make")
     model = keras.Model(inp, {"is_car": is_car(feats), "make": make(feats)}, name="car_photo")
     is_car.set_weights([car_clf.coef_.T.astype("float32"), car_clf.intercept_.astype("float32")])
-    make.set_weights([coef[order].T.astype("float32"), intercept[order].astype("float32")])
+    make.set_weights([coef[order].T, intercept[order]])
     check = model.predict(X[te][:8], verbose=0)
     assert np.allclose(check["is_car"][:, 0], p_car[:8], atol=1e-4)
     design = "linear heads on frozen ImageNet features"
@@ -222,16 +214,14 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
         # augmented views); car / not-car keeps the frozen tail and the probe's head, so it is unchanged.
         from finetune_photo import finetune_tail
         make_idx = np.array([classes.index(m) if m in classes else -1 for m in ym])
-        imgs_rgb = [cv2.cvtColor(cv2.imread(str(data / "cars" / f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for f in imgs.file]
         trunk, tail_car, tail_make, make_dense, tail_history = finetune_tail(
-            imgs_rgb, make_idx, len(classes), S["train"], S["val"], epochs=tail_epochs, smoke=smoke,
+            rgb, make_idx, len(classes), S["train"], S["val"], epochs=tail_epochs, smoke=smoke,
             log=lambda m: print(m, flush=True))
         inp2 = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="photo")
         t = trunk(inp2)
         car_dense = layers.Dense(1, activation="sigmoid", name="is_car")
         cand = keras.Model(inp2, {"is_car": car_dense(tail_car(t)), "make": make_dense(tail_make(t))}, name="car_photo")
         car_dense.set_weights([car_clf.coef_.T.astype("float32"), car_clf.intercept_.astype("float32")])
-        va_make = S["val"] & car_mask & np.isin(ym, PHOTO_BRANDS)
         probe_val = float((make_clf.predict(F[va_make]) == ym[va_make]).mean()) if va_make.any() else 0.0
         cand_out = cand.predict(X, batch_size=64, verbose=0)
         cand_val = float((np.array(classes)[cand_out["make"][va_make].argmax(1)] == ym[va_make]).mean()) if va_make.any() else 0.0
@@ -249,12 +239,9 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
             design = (f"frozen ImageNet MobileNetV2 trunk; car / not-car: frozen tail + logistic head; make: blocks 13-16 "
                       f"+ Conv_1 fine-tuned ({tail_epochs} epochs on cached augmented views)")
             model, present = cand, classes
-            metrics.update({"make_top1_listing_brands": float((te_pred == ym[te_make]).mean()),
-                            "make_top1_per_brand": {b: float((te_pred[ym[te_make] == b] == b).mean())
-                                                    for b in PHOTO_BRANDS if (ym[te_make] == b).any()}})
+            metrics.update(make_test_metrics(te_pred))
     metrics["design"] = design
     # Test-time flip for the make (mean of the photo and its mirror image), kept only if validation says so.
-    va_make = S["val"] & car_mask & np.isin(ym, PHOTO_BRANDS)
     if va_make.any():
         def make_acc(sel, flip: bool) -> float:
             p = model.predict(X[sel], batch_size=64, verbose=0)["make"]
@@ -268,10 +255,7 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
         if flipped > plain and te_make.any():
             p = model.predict(X[te_make], batch_size=64, verbose=0)["make"]
             p = (p + model.predict(X[te_make][:, :, ::-1], batch_size=64, verbose=0)["make"]) / 2
-            te_pred = np.array(present)[p.argmax(1)]
-            metrics.update({"make_top1_listing_brands": float((te_pred == ym[te_make]).mean()),
-                            "make_top1_per_brand": {b: float((te_pred[ym[te_make] == b] == b).mean())
-                                                    for b in PHOTO_BRANDS if (ym[te_make] == b).any()}})
+            metrics.update(make_test_metrics(np.array(present)[p.argmax(1)]))
     counts = imgs.groupby(["split", "make"]).size().unstack(fill_value=0).to_dict(orient="index")
     return model, present, metrics, baseline, {"car_C": car_C, "make_C": make_C}, counts
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import ROOT, require_data, seed_everything, write_card
+from common import ROOT, linear_rows, require_data, seed_everything, write_card
 
 from demo_core.poem.style import StyleHeads, quantize_rows_int8, style_text
 from demo_core.poem.text import SEQUENCE_LENGTH, TextPipeline
@@ -110,14 +110,6 @@ ERA_EDGES = np.array([1000, 1500, 1600, 1650, 1700, 1750, 1775, 1800, 1820, 1835
                       1900, 1910, 1920, 1930, 1945, 1960, 1980, 2030])
 
 
-def _linear_rows(clf, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One weight row per class, also for sklearn's single-row binary case (argmax gives the same class)."""
-    w, b = clf.coef_, clf.intercept_
-    if n_classes == 2 and w.shape[0] == 1:
-        w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
-    return w.astype(np.float32), b.astype(np.float32)
-
-
 def train_style(docs: list[str], Y: np.ndarray, tsel: dict, year: np.ndarray, ysel: dict, authors: np.ndarray,
                 smoke: bool):
     """Word 1-2-gram + character 2-4-gram TF-IDF (fit on training poems) with topic, era and author heads."""
@@ -149,7 +141,7 @@ def train_style(docs: list[str], Y: np.ndarray, tsel: dict, year: np.ndarray, ys
     era = np.clip(np.searchsorted(ERA_EDGES, year[ytr], side="right") - 1, 0, len(ERA_EDGES) - 2)
     era_classes = np.unique(era)
     if len(era_classes) >= 2:
-        ew, eb = _linear_rows(LinearSVC(C=0.3).fit(X[ytr], era), len(era_classes))
+        ew, eb = linear_rows(LinearSVC(C=0.3).fit(X[ytr], era))
     else:
         ew, eb = np.zeros((1, n_feat), np.float32), np.zeros(1, np.float32)
     era_years = np.array([np.median(year[ytr][era == c]) for c in era_classes], np.float32)
@@ -159,7 +151,7 @@ def train_style(docs: list[str], Y: np.ndarray, tsel: dict, year: np.ndarray, ys
     keep = ytr & np.isin(authors, keep_names)
     svc = LinearSVC(C=0.5).fit(X[keep], authors[keep])
     names = list(svc.classes_)
-    aw, ab = _linear_rows(svc, len(names))
+    aw, ab = linear_rows(svc)
     a_years = pd.Series(year[keep]).groupby(authors[keep]).median()
     q, scale = quantize_rows_int8(aw)
     arrays = {"topic_coef": tw.astype(np.float16), "topic_intercept": tb,
@@ -220,6 +212,7 @@ def main() -> None:
     tr_year = S["train"] & has_year
     table = pd.DataFrame({"a": authors[tr_year], "y": year[tr_year]}).groupby("a").y.agg(["median", "count"])
     author_table = {a: [float(r["median"]), int(r["count"])] for a, r in table.iterrows() if a}
+    seen = np.array([a in author_table for a in authors])  # the poet has dated training poems
 
     def fit(model, x, y, sel_tr, sel_va, loss, epochs):
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
@@ -325,7 +318,7 @@ def main() -> None:
 
     # the author blend's prior strength k is chosen on validation poems whose author is known
     ks = [0.25, 0.5, 1, 2, 4, 8]
-    val_known = ysel["val"] & np.array([a in author_table for a in authors])
+    val_known = ysel["val"] & seen
     k_best = min(ks, key=lambda k: np.abs(with_author(Yr[choose], k)[val_known] - year[val_known]).mean()) \
         if val_known.any() else 1.0
     q_text = conformal_q(Yr[choose][ysel["val"]] - year[ysel["val"]])
@@ -338,23 +331,20 @@ def main() -> None:
 
     # ---------------- the single read of the test split
     test = {}
+    yt = ysel["test"]
+    known = yt & seen
     for d in DESIGNS:
-        yt = ysel["test"]
-        known = yt & np.array([a in author_table for a in authors])
         test[d] = {"topics": topic_metrics(Y[tsel["test"]], P[d][tsel["test"]], designs[d]["thresholds"]),
                    "year_mae_text_only": float(np.abs(Yr[d][yt] - year[yt]).mean()),
                    "year_mae_with_author": float(np.abs(with_author(Yr[d], k_best)[yt] - year[yt]).mean()),
                    "year_mae_with_known_author": float(np.abs(with_author(Yr[d], k_best)[known] - year[known]).mean())
                    if known.any() else None}
-    yt = ysel["test"]
-    known = yt & np.array([a in author_table for a in authors])
     shipped = test[choose]
     q_text_each = np.where(style_gated, q_style_author, q_text) if choose == "ensemble3s" else np.full(len(df), q_text)
     shipped["year_interval_coverage_text_only"] = float((np.abs(Yr[choose][yt] - year[yt]) <= q_text_each[yt]).mean())
     wa = with_author(Yr[choose], k_best)
-    q_each = np.where([a in author_table for a in authors], q_author, q_text_each)
+    q_each = np.where(seen, q_author, q_text_each)
     shipped["year_interval_coverage_with_author"] = float((np.abs(wa[yt] - year[yt]) <= q_each[yt]).mean())
-    seen = np.array([a in author_table for a in authors])
     shipped["year_by_author_seen"] = {
         name: {"n": int(sel.sum()), "mae_text_only": float(np.abs(Yr[choose][sel] - year[sel]).mean()),
                "coverage_text_only": float((np.abs(Yr[choose][sel] - year[sel]) <= q_text_each[sel]).mean())}
@@ -395,6 +385,9 @@ def main() -> None:
               "year_mean": YEAR_MEAN, "year_std": YEAR_STD, "interval_half_width_text_only": q_text,
               "interval_half_width_with_author": q_author, "author_prior_strength": k_best,
               "sequence_length": SEQUENCE_LENGTH, "minilm_chunks": MINILM_CHUNKS}
+    if choose == "ensemble3s":
+        config.update({"style_neural_weight": style_choice[0], "style_author_margin": style_choice[1],
+                       "interval_half_width_style_author": q_style_author})
     (args.out / "poem_config.json").write_text(json.dumps(config, indent=1))
     if choose == "ensemble3":
         import pickle
@@ -405,9 +398,6 @@ def main() -> None:
         with open(args.out / "style_vectorizers.pkl", "wb") as f:
             pickle.dump(style_vecs, f, protocol=5)
         np.savez_compressed(args.out / "style_heads.npz", **style_arrays)
-        config.update({"style_neural_weight": style_choice[0], "style_author_margin": style_choice[1],
-                       "interval_half_width_style_author": q_style_author})
-        (args.out / "poem_config.json").write_text(json.dumps(config, indent=1))
     (args.out / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (args.out / "author_years.json").write_text(json.dumps(author_table, ensure_ascii=False, sort_keys=True))
     counts = {s: {"topics": int(tsel[s].sum()), "year": int(ysel[s].sum())} for s in S}

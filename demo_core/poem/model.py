@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import pickle
 import threading
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ from .text import MAX_CHARS, Preprocessed, TextPipeline
 
 MAX_TITLE = 300
 MAX_AUTHOR = 200
+# The members each design averages (training/train_poem.py compares the designs on validation).
+DESIGN_MEMBERS = {"original": {"original"}, "minilm": {"minilm"}, "ensemble": {"original", "minilm"},
+                  "ensemble3": {"original", "minilm", "tfidf"}, "ensemble3s": {"original", "minilm", "style"}}
 
 
 def embedding_text(title: str, text: str) -> str:
@@ -104,11 +108,10 @@ class PoemModel:
             warnings.append("Only the first 150 processed words enter the sequence model.")
 
         probs, year_z = [], []
-        neural = ("ensemble", "ensemble3", "ensemble3s")
-        if self.design in ("original",) + neural:
+        if self._original is not None:
             out = self._original(self._tf.constant([pre.ids], dtype=self._tf.int32))
             probs.append(out["topics"].numpy()[0]); year_z.append(float(out["year"].numpy()[0, 0]))
-        if self.design in ("minilm",) + neural:
+        if self._minilm is not None:
             emb = self.encoder.embed_long([embedding_text(title, text)],
                                           max_chunks=int(self.config.get("minilm_chunks", 1)))
             out = self._minilm(self._tf.constant(emb))
@@ -167,22 +170,20 @@ def load() -> PoemModel:
     authors = json.loads((folder / "author_years.json").read_text())
     with _load_lock:
         pipeline = TextPipeline(vocab)
-        original = minilm_heads = encoder = None
-        tfidf = None
-        style = None
-        if config["design"] in ("original", "ensemble", "ensemble3", "ensemble3s"):
+        members = DESIGN_MEMBERS[config["design"]]
+        original = minilm_heads = encoder = tfidf = style = None
+        if "original" in members:
             original = keras.models.load_model(folder / "original.keras", compile=False)
-        if config["design"] == "ensemble3":
-            import pickle
+        # The pickles are our own files, checked against card.json's sha256 above.
+        if "tfidf" in members:
             with open(folder / "tfidf_topics.pkl", "rb") as f:
-                tfidf = pickle.load(f)  # our own file, checked against card.json's sha256 above
-        if config["design"] == "ensemble3s":
-            import pickle
+                tfidf = pickle.load(f)
+        if "style" in members:
             with open(folder / "style_vectorizers.pkl", "rb") as f:
-                vecs = pickle.load(f)  # our own file, checked against card.json's sha256 above
+                vecs = pickle.load(f)
             with np.load(folder / "style_heads.npz") as heads:
                 style = StyleHeads(vecs["word"], vecs["char"], dict(heads))
-        if config["design"] in ("minilm", "ensemble", "ensemble3", "ensemble3s"):
+        if "minilm" in members:
             from .minilm import load_encoder
             minilm_heads = keras.models.load_model(folder / "minilm_heads.keras", compile=False)
             encoder = load_encoder(folder)
