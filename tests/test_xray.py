@@ -9,6 +9,7 @@ from demo_core.errors import InputError
 from demo_core.examples import as_dicom
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES
+from demo_core.xray.preprocess import to_model_input
 from conftest import png_bytes
 
 
@@ -18,6 +19,17 @@ def test_a_film_gets_four_probabilities_summing_to_one(xray_model, chest_film):
     assert list(r.probabilities) == CLASSES
     assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert r.label == max(r.probabilities, key=r.probabilities.get)
+
+
+def test_probabilities_blend_the_two_members_with_the_cards_weight(xray_model, chest_film):
+    # the shipped answer is w * fine-tuned + (1 - w) * ImageNet probe, w chosen on validation
+    w = xray_model.card["ensemble"]["finetuned_weight"]
+    assert 0 <= w <= 1 and xray_model.finetuned_weight == w
+    x = xray_model._tf.constant(to_model_input(load_image(chest_film).gray())[None])
+    out = xray_model._forward(x)
+    finetuned, probe = out["probabilities"].numpy()[0], out["probe_probabilities"].numpy()[0]
+    got = np.array(list(xray_model.predict(chest_film).probabilities.values()))
+    np.testing.assert_allclose(got, w * finetuned + (1 - w) * probe, atol=1e-5)
 
 
 def test_boxes_lie_inside_the_image(xray_model, data_dir):

@@ -26,6 +26,7 @@ from demo_core.car.photo import INPUT_SIZE, to_photo_input
 from demo_core.errors import InputError
 from demo_core.car.schema import CATEGORICAL, NUMERIC, build_catalog
 from photo_data import MAKE_CLASSES, PHOTO_BRANDS, load_photos
+from price_noise import limitation, listing_split, lookalike_floor
 
 
 
@@ -40,9 +41,7 @@ def frame(df: pd.DataFrame, catalog: dict) -> pd.DataFrame:
 
 def train_price(listings: pd.DataFrame, smoke: bool):
     from sklearn.ensemble import HistGradientBoostingRegressor
-    rng = np.random.default_rng(0)
-    split = np.array(["train", "val", "test"])[np.searchsorted([0.7, 0.85], rng.random(len(listings)))]
-    listings = listings.assign(split=split)
+    listings = listings.assign(split=listing_split(listings))
     if smoke:
         listings = pd.concat([g.sample(min(len(g), 1500), random_state=0) for _, g in listings.groupby("split")])
     tr, va, te = (listings[listings.split == s] for s in ("train", "val", "test"))
@@ -350,6 +349,7 @@ def main() -> None:
         partial[label] = {"mape": mape(yy, p), "interval_coverage_80": float(((yy >= l) & (yy <= h)).mean()), "n": len(yy)}
     print("partial", partial, flush=True)
 
+    noise_floor = lookalike_floor(P["tr"], P["va"], np.exp(P["point"].predict(frame(P["va"], catalog))))
     scatter_idx = np.random.default_rng(0).choice(len(y), size=min(600, len(y)), replace=False)
     card = {
         "name": "Car price: details and photo", "task": "car", "version": "1.0.0" if not args.smoke else "smoke",
@@ -376,6 +376,7 @@ def main() -> None:
                     "test_scatter": {"real": y[scatter_idx].round(0).tolist(),
                                      "predicted": np.exp(point_log[scatter_idx]).round(0).tolist()}},
         "baselines": {**baselines, **photo_baseline},
+        "analysis": {"noise_floor_validation": noise_floor},
         "targets": {"mape": 0.07, "interval_coverage_80": [0.75, 0.85], "car_not_car_balanced_accuracy": 0.995,
                     "make_top1": 0.85},
         "limitations": ["Prices are 2020 UK asking prices for nine brands; no trim or condition.",
@@ -385,7 +386,8 @@ def main() -> None:
                         "Make accuracy varies by brand: Mercedes-Benz, Volkswagen and Toyota photos are recognised "
                         "least often (fewest training photos).",
                         "Car / not-car errors seen on validation and test photos: motorbikes taken for cars, and "
-                        "small, low-resolution or close-up car photos refused."],
+                        "small, low-resolution or close-up car photos refused.",
+                        limitation(noise_floor)],
         "license": "Listings: research/demo use (Kaggle, licence unverified). Photos: Stanford Cars terms "
                    "(non-commercial research) and others, see shared/data/cars README. MobileNetV2 weights "
                    "Apache-2.0 / MIT.",

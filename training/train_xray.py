@@ -4,7 +4,7 @@ CenterNet-style opacity head, then fit the "is this a chest X-ray?" gate.
     python training/train_xray.py            # full run (about 1 h on 2 CPU cores)
     python training/train_xray.py --smoke    # a few steps on a few images, for tests
 
-Writes weights/xray/{model.keras, card.json}.  Splits are patient-wise where the
+Writes weights/xray/{model.keras, probe.keras, card.json} (the probe member: xray_probe.py).  Splits are patient-wise where the
 manifest has patient ids; the test split is only read once, at the very end.
 """
 
@@ -409,6 +409,9 @@ def main() -> None:
                    "README); MobileNetV2 ImageNet weights Apache-2.0 / MIT. Demo and research use only.",
     }
     write_card(args.out, card)
+    # The class probabilities ship as a blend with a frozen-ImageNet probe, chosen on validation.
+    from xray_probe import add_probe_member, load_split_images
+    add_probe_member(args.out, df, load_split_images(data, df))
     print("wrote", args.out, flush=True)
 
 

@@ -1,13 +1,14 @@
 """Chest X-ray model: one loader, one ``predict``.
 
-The exported Keras graph gives, in one forward pass, the four class
+The fine-tuned Keras graph gives, in one forward pass, its class
 probabilities, the opacity heat map and box sizes, the chest X-ray gate and the
-final feature map used for the attention map.
+final feature map used for the attention map.  A second member, a linear probe
+on frozen ImageNet MobileNetV2 features, ranks the classes better on
+validation; the shipped probabilities blend both with the card's weight.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -22,6 +23,7 @@ from .labels import CLASSES
 from .preprocess import to_model_input
 
 # Colour photos are refused before the gate: radiographs are grey.
+PROBE_FILE = "probe.keras"
 _MAX_COLOURED_FRACTION = 0.05
 _COLOUR_CHROMA = 40
 
@@ -45,7 +47,7 @@ class XrayPrediction:
     refusal_reason: str | None
     image_size: tuple[int, int]  # (width, height)
     preprocessing: tuple[str, ...] = ()
-    _features: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _features: tuple[np.ndarray, ...] | None = field(default=None, repr=False, compare=False)  # per member
 
     def to_dict(self) -> dict:
         """The CLI's answer schema."""
@@ -61,9 +63,11 @@ class XrayPrediction:
 class XrayModel:
     """Thread-safe: Keras inference on a loaded model does not mutate it."""
 
-    def __init__(self, keras_model, card: dict):
+    def __init__(self, keras_model, card: dict, probe_model=None):
         self.model = keras_model
         self.card = card
+        # weight of the fine-tuned member in the class probabilities; 1.0 when there is no probe
+        self.finetuned_weight = float(card.get("ensemble", {}).get("finetuned_weight", 1.0)) if probe_model else 1.0
         decoding = card.get("decoding", {})
         self.default_threshold = float(decoding.get("default_score_threshold", 0.3))
         self.gate_threshold = float(decoding.get("gate_threshold", 0.5))
@@ -71,8 +75,19 @@ class XrayModel:
         self._class_weights = keras_model.get_layer("class_logits").get_weights()[0]  # (1280, 4)
         self._tf = _tf.tf()
         # autograph=False: nothing to convert, and autograph writes generated source to a temp dir
-        self._forward = self._tf.function(lambda x: self.model(x, training=False), reduce_retracing=True, autograph=False)
-        self._lock = threading.Lock()
+        if probe_model is not None:
+            self._probe_weights = probe_model.get_layer("probe_logits").get_weights()[0]
+
+        def forward(x):
+            out = dict(self.model(x, training=False))
+            if probe_model is not None:
+                probe = probe_model(x, training=False)
+                out.update(probe_probabilities=probe["probabilities"], probe_features=probe["features"])
+            return out
+
+        # One graph for both members: TensorFlow runs the two backbones side by side on the two cores
+        # (24 ms instead of 36 ms one after the other).
+        self._forward = self._tf.function(forward, reduce_retracing=True, autograph=False)
         self.predict_image(LoadedImage(np.full((256, 256, 3), 128, np.uint8), "warm-up"))  # trace once
 
     # -- public API
@@ -82,9 +97,14 @@ class XrayModel:
         return self.predict_image(image)
 
     def predict_image(self, image: LoadedImage) -> XrayPrediction:
-        x = to_model_input(image.gray())[None]
-        out = self._forward(self._tf.constant(x))
+        x = self._tf.constant(to_model_input(image.gray())[None])
+        out = self._forward(x)
         probs = out["probabilities"].numpy()[0].astype(float)
+        features = (out["features"].numpy()[0],)
+        if "probe_probabilities" in out:
+            w = self.finetuned_weight
+            probs = w * probs + (1 - w) * out["probe_probabilities"].numpy()[0].astype(float)
+            features += (out["probe_features"].numpy()[0],)
         probs = probs / probs.sum()
         heat = out["heatmap"].numpy()[0, ..., 0]
         size = out["box_size"].numpy()[0]
@@ -105,23 +125,29 @@ class XrayModel:
             refusal_reason=reason,
             image_size=image.size,
             preprocessing=image.steps,
-            _features=out["features"].numpy()[0],
+            _features=features,
         )
 
     def attention_map(self, prediction: XrayPrediction, class_name: str | None = None) -> np.ndarray:
         """Class activation map in [0, 1], at the input image's size.
 
         For a global-average-pool + linear head, Grad-CAM's channel weights are
-        exactly the head's weights, so no gradient pass is needed.
+        exactly the head's weights, so no gradient pass is needed.  With two
+        members, their maps are weighted as their probabilities are.
         """
         if prediction._features is None:
             raise InputError("No features kept for this prediction.")
         k = CLASSES.index(class_name or prediction.label)
-        cam = np.maximum(prediction._features @ self._class_weights[:, k], 0)
-        if cam.max() > 0:
-            cam = cam / cam.max()
+        cam = _unit(np.maximum(prediction._features[0] @ self._class_weights[:, k], 0))
+        if len(prediction._features) > 1:
+            probe_cam = _unit(np.maximum(prediction._features[1] @ self._probe_weights[:, k], 0))
+            cam = _unit(self.finetuned_weight * cam + (1 - self.finetuned_weight) * probe_cam)
         w, h = prediction.image_size
         return cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / a.max() if a.max() > 0 else a
 
 
 def _coloured_fraction(rgb: np.ndarray) -> float:
@@ -135,4 +161,7 @@ def load() -> XrayModel:
     card = verified_card("xray")
     keras = _tf.keras()
     model = keras.models.load_model(task_dir("xray") / "model.keras", compile=False)
-    return XrayModel(model, card)
+    probe = None
+    if PROBE_FILE in card["files"]:
+        probe = keras.models.load_model(task_dir("xray") / PROBE_FILE, compile=False)
+    return XrayModel(model, card, probe)
