@@ -35,7 +35,8 @@ def source_of(file: str) -> str:
     return Path(file).name.split("_", 1)[0]
 
 
-def load_manifest(data: Path) -> pd.DataFrame:
+def load_manifest(data: Path, smoke: bool = False) -> pd.DataFrame:
+    """The manifest with source, class index, detection mask and split; ``smoke``: 24 films per split."""
     df = pd.read_csv(data / "cxr" / "manifest.csv")
     df["source"] = df["file"].map(source_of)
     df["y"] = df["label"].map(L.CLASSES.index)
@@ -45,6 +46,8 @@ def load_manifest(data: Path) -> pd.DataFrame:
     df["det_valid"] = (df["boxes"].map(len) > 0) | (df["label"] == "negative")
     keys = [p if isinstance(p, str) and p else f"img:{f}" for p, f in zip(df["patient_id"].fillna(""), df["file"])]
     df["split"] = group_split(keys, (df["source"] + "/" + df["label"]).tolist(), seed=0)
+    if smoke:
+        df = pd.concat([g.sample(min(len(g), 24), random_state=0) for _, g in df.groupby("split")])
     return df
 
 
@@ -53,6 +56,11 @@ def read_gray(path: Path) -> np.ndarray:
     if img is None:
         raise RuntimeError(f"cannot read {path}")
     return img
+
+
+def model_inputs(data: Path, part: pd.DataFrame) -> np.ndarray:
+    """The films of ``part`` as the app feeds them to the model (full file, squashed to 224 px)."""
+    return np.stack([to_model_input(read_gray(data / "cxr" / f)) for f in part.file])
 
 
 # ----------------------------------------------------------------------------- targets
@@ -225,9 +233,8 @@ def main() -> None:
     import tensorflow as tf
 
     data = require_data()
-    df = load_manifest(data)
+    df = load_manifest(data, smoke=args.smoke)
     if args.smoke:
-        df = pd.concat([g.sample(min(len(g), 24), random_state=0) for _, g in df.groupby("split")])
         args.epochs, args.batch = 1, 8
     print(df.groupby(["split", "label"]).size().unstack(fill_value=0), flush=True)
 
@@ -241,10 +248,7 @@ def main() -> None:
     tr = df[df.split == "train"]
     va, te = df[df.split == "val"], df[df.split == "test"]
 
-    def eval_inputs(part):
-        return np.stack([to_model_input(read_gray(data / "cxr" / f)) for f in part.file])
-
-    xva, xte = eval_inputs(va), eval_inputs(te)
+    xva, xte = model_inputs(data, va), model_inputs(data, te)
     print(f"loaded in {time.time() - t0:.0f}s", flush=True)
 
     # Full-resolution films are the varied, rarer domain: show them twice as often.
@@ -410,8 +414,8 @@ def main() -> None:
     }
     write_card(args.out, card)
     # The class probabilities ship as a blend with a frozen-ImageNet probe, chosen on validation.
-    from xray_probe import add_probe_member, load_split_images
-    add_probe_member(args.out, df, load_split_images(data, df))
+    from xray_probe import add_probe_member
+    add_probe_member(args.out, df, {"train": model_inputs(data, tr), "val": xva, "test": xte})
     print("wrote", args.out, flush=True)
 
 

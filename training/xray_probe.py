@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import ROOT, backbone_weights, require_data, seed_everything, write_card
+from common import ROOT, backbone_weights, linear_rows, require_data, seed_everything, write_card
 
 from demo_core.xray import labels as L
-from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
+from demo_core.xray.model import PROBE_FILE
+from demo_core.xray.preprocess import INPUT_SIZE
 
 C_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 W_GRID = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))  # weight of the fine-tuned member
-PROBE_FILE = "probe.keras"
 
 
 def probe_backbone(keras):
@@ -55,11 +55,9 @@ def export_probe(keras, backbone, w: np.ndarray, b: np.ndarray):
 
 def four_class_rows(clf) -> tuple[np.ndarray, np.ndarray]:
     """(1280, 4) weights and (4,) bias; a class absent from training (tiny smoke runs) gets no mass."""
-    w = np.zeros((clf.coef_.shape[1], len(L.CLASSES)), np.float32)
+    coef, icpt = linear_rows(clf)
+    w = np.zeros((coef.shape[1], len(L.CLASSES)), np.float32)
     b = np.full(len(L.CLASSES), -30.0, np.float32)
-    coef, icpt = clf.coef_, clf.intercept_
-    if len(clf.classes_) == 2:  # sklearn keeps one row for two classes
-        coef, icpt = np.concatenate([-coef, coef]) / 2, np.concatenate([-icpt, icpt]) / 2
     for row, k in enumerate(clf.classes_):
         w[:, int(k)], b[int(k)] = coef[row], icpt[row]
     return w, b
@@ -137,24 +135,16 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
     return card
 
 
-def load_split_images(data: Path, df: pd.DataFrame) -> dict[str, np.ndarray]:
-    from train_xray import read_gray
-    return {s: np.stack([to_model_input(read_gray(data / "cxr" / f)) for f in df[df.split == s].file])
-            for s in ("train", "val", "test")}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     seed_everything(0)
-    from train_xray import load_manifest
+    from train_xray import load_manifest, model_inputs
     data = require_data()
-    df = load_manifest(data)
-    if args.smoke:
-        df = pd.concat([g.sample(min(len(g), 24), random_state=0) for _, g in df.groupby("split")])
-    add_probe_member(args.out, df, load_split_images(data, df))
+    df = load_manifest(data, smoke=args.smoke)
+    add_probe_member(args.out, df, {s: model_inputs(data, df[df.split == s]) for s in ("train", "val", "test")})
 
 
 if __name__ == "__main__":
