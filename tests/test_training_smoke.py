@@ -39,3 +39,44 @@ def test_gpu_fine_tuning_script_runs_on_the_cpu_backend_and_writes_small_weights
     assert log["epochs_run"] == 2 and log["classes"][-1] == "other make"
     # weights only, no optimizer state: small enough to carry back from a GPU machine
     assert (tmp_path / "photo_ft.weights.h5").stat().st_size < 12_000_000
+
+
+def test_xray_weights_trained_elsewhere_go_through_the_same_export_and_card(tmp_path, monkeypatch, data_dir):
+    # The GPU recipe (any Keras backend) writes weights only; train_xray.py --finetuned turns them into the app's model.
+    train("finetune_xray.py", tmp_path / "xray_ft")
+    log = json.loads((tmp_path / "xray_ft.json").read_text())
+    assert log["epochs_run"] == 1 and log["history"][0]["val_macro_auc"] >= 0
+    assert (tmp_path / "xray_ft.weights.h5").stat().st_size < 16_000_000  # comes back from a GPU machine
+    train("train_xray.py", tmp_path / "xray", "--finetuned", str(tmp_path / "xray_ft.weights.h5"))
+    card = json.loads((tmp_path / "xray" / "card.json").read_text())
+    assert "finetune_xray.py" in card["training"]["run"] and card["ensemble"]["finetuned_weight"] is not None
+    monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
+    from demo_core.cards import verified_card
+    assert verified_card("xray")["task"] == "xray"
+
+
+def smooth_film(rng, size: int):
+    """A film-like 8-bit image: smooth enough that JPEG barely changes it."""
+    import cv2
+    import numpy as np
+    noise = rng.integers(0, 255, (size // 8, size // 8)).astype(np.uint8)
+    return cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def test_the_gpu_pack_round_trips_films_and_boxes_without_the_test_split(tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+    monkeypatch.syspath_prepend(str(ROOT / "training"))
+    from finetune_xray import PRELOAD, read_pack, write_pack
+
+    rng = np.random.default_rng(0)
+    films = {i: (smooth_film(rng, PRELOAD), [[10.0, 20.0, 100.0 + i, 120.0]]) for i in range(3)}
+    df = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "source": "covidquex", "label": "typical", "y": 1,
+                       "det_valid": True, "split": ["train", "val", "test"], "width": 512, "height": 512})
+    write_pack(df, films, tmp_path / "pack.npz")
+    back, back_films = read_pack(tmp_path / "pack.npz")
+    assert back.split.tolist() == ["train", "val"]  # the test split never travels
+    for row, i in zip(back.index, (0, 1)):
+        img, boxes = back_films[row]
+        assert img.shape == (PRELOAD, PRELOAD) and boxes == films[i][1]
+        assert np.abs(img.astype(int) - films[i][0]).mean() < 2  # JPEG q92 on a smooth film

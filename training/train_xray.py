@@ -3,6 +3,7 @@ CenterNet-style opacity head, then fit the "is this a chest X-ray?" gate.
 
     python training/train_xray.py            # full run (about 1 h on 2 CPU cores)
     python training/train_xray.py --smoke    # a few steps on a few images, for tests
+    python training/train_xray.py --finetuned STEM.weights.h5   # weights from finetune_xray.py (e.g. a GPU run)
 
 Writes weights/xray/{model.keras, probe.keras, card.json} (the probe member: xray_probe.py).  Splits are patient-wise where the
 manifest has patient ids; the test split is only read once, at the very end.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -24,11 +24,7 @@ from common import ROOT, backbone_weights, group_split, require_data, seed_every
 
 from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
 from demo_core.xray import labels as L
-
-PRELOAD = 288
-STRIDE = 16
-GRID = INPUT_SIZE // STRIDE
-CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0, 1.0], np.float32)  # indeterminate has ~40 images
+from finetune_xray import CLASS_WEIGHTS, GRID, STRIDE, finetune, preload_films
 
 
 def source_of(file: str) -> str:
@@ -61,59 +57,6 @@ def read_gray(path: Path) -> np.ndarray:
 def model_inputs(data: Path, part: pd.DataFrame) -> np.ndarray:
     """The films of ``part`` as the app feeds them to the model (full file, squashed to 224 px)."""
     return np.stack([to_model_input(read_gray(data / "cxr" / f)) for f in part.file])
-
-
-# ----------------------------------------------------------------------------- targets
-
-def heat_targets(boxes_224: list[list[float]]):
-    heat = np.zeros((GRID, GRID), np.float32)
-    size = np.zeros((GRID, GRID, 2), np.float32)
-    size_mask = np.zeros((GRID, GRID), np.float32)
-    ys, xs = np.mgrid[0:GRID, 0:GRID].astype(np.float32) + 0.5
-    for x0, y0, x1, y1 in boxes_224:
-        w, h = x1 - x0, y1 - y0
-        if w < 2 or h < 2:
-            continue
-        cx, cy = (x0 + x1) / 2 / STRIDE, (y0 + y1) / 2 / STRIDE
-        sx, sy = max(0.5, w / STRIDE / 6), max(0.5, h / STRIDE / 6)
-        g = np.exp(-((xs - cx) ** 2 / (2 * sx * sx) + (ys - cy) ** 2 / (2 * sy * sy)))
-        heat = np.maximum(heat, g)
-        ix, iy = min(GRID - 1, int(cx)), min(GRID - 1, int(cy))
-        heat[iy, ix] = 1.0
-        size[iy, ix] = (w / INPUT_SIZE, h / INPUT_SIZE)
-        size_mask[iy, ix] = 1.0
-    return heat, size, size_mask
-
-
-def augment(img: np.ndarray, boxes: list, rng: np.random.Generator):
-    """Random crop + photometric jitter so the model learns lungs, not sources."""
-    H, W = img.shape
-    s, r = rng.uniform(0.7, 1.0), math.exp(rng.uniform(-0.15, 0.15))
-    cw, ch = min(W, int(W * math.sqrt(s * r))), min(H, int(H * math.sqrt(s / r)))
-    x0, y0 = rng.integers(0, W - cw + 1), rng.integers(0, H - ch + 1)
-    crop = img[y0:y0 + ch, x0:x0 + cw]
-    out_boxes = []
-    for bx0, by0, bx1, by1 in boxes:
-        nb = [max(bx0 - x0, 0), max(by0 - y0, 0), min(bx1 - x0, cw), min(by1 - y0, ch)]
-        if nb[2] - nb[0] > 4 and nb[3] - nb[1] > 4:
-            out_boxes.append([nb[0] * INPUT_SIZE / cw, nb[1] * INPUT_SIZE / ch,
-                              nb[2] * INPUT_SIZE / cw, nb[3] * INPUT_SIZE / ch])
-    x = crop.astype(np.float32)
-    x = np.clip(x * rng.uniform(0.75, 1.3) + rng.uniform(-25, 25), 0, 255)
-    x = 255.0 * (x / 255.0) ** rng.uniform(0.7, 1.4)
-    x = x.astype(np.uint8)
-    if rng.random() < 0.25:
-        f = rng.uniform(0.3, 0.7)
-        small = cv2.resize(x, (max(16, int(cw * f)), max(16, int(ch * f))), interpolation=cv2.INTER_AREA)
-        x = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
-    if rng.random() < 0.2:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
-    if rng.random() < 0.3:
-        ok, enc = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
-        x = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
-    if rng.random() < 0.15:
-        x = np.clip(x + rng.normal(0, rng.uniform(2, 8), x.shape), 0, 255).astype(np.uint8)
-    return to_model_input(x), out_boxes
 
 
 # ----------------------------------------------------------------------------- model
@@ -226,11 +169,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--smoke", action="store_true", help="tiny run for tests; writes to --out")
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
-    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "xray")
+    ap.add_argument("--finetuned", type=Path, help="STEM.weights.h5 from finetune_xray.py (with STEM.json): skip "
+                    "training, fit the gate, export and evaluate those weights")
     args = ap.parse_args()
     seed_everything(0)
     import keras
-    import tensorflow as tf
 
     data = require_data()
     df = load_manifest(data, smoke=args.smoke)
@@ -239,103 +182,33 @@ def main() -> None:
     print(df.groupby(["split", "label"]).size().unstack(fill_value=0), flush=True)
 
     t0 = time.time()
-    pre = {}
-    for i, row in df.iterrows():
-        g = read_gray(data / "cxr" / row.file)
-        pre[i] = (cv2.resize(g, (PRELOAD, PRELOAD), interpolation=cv2.INTER_AREA),
-                  [[b[0] * PRELOAD / row.width, b[1] * PRELOAD / row.height,
-                    b[2] * PRELOAD / row.width, b[3] * PRELOAD / row.height] for b in row.boxes])
+    pre = preload_films(data, df)
     tr = df[df.split == "train"]
     va, te = df[df.split == "val"], df[df.split == "test"]
-
     xva, xte = model_inputs(data, va), model_inputs(data, te)
     print(f"loaded in {time.time() - t0:.0f}s", flush=True)
 
-    # Full-resolution films are the varied, rarer domain: show them twice as often.
-    weights = np.where(tr.source.isin(["covidquex", "covidradiography"]), 1.0, 2.0)
-    weights /= weights.sum()
-    steps_per_epoch = max(1, int(len(tr) * 1.3) // args.batch)
-    rng = np.random.default_rng(0)
-
-    def batches():
-        idx = tr.index.to_numpy()
-        while True:
-            pick = rng.choice(idx, size=args.batch, p=weights)
-            xs, hs, ss, ms, ys, dv = [], [], [], [], [], []
-            for i in pick:
-                img, boxes = pre[i]
-                x, b = augment(img, boxes, rng)
-                h, s, m = heat_targets(b)
-                xs.append(x); hs.append(h); ss.append(s); ms.append(m)
-                ys.append(df.at[i, "y"]); dv.append(float(df.at[i, "det_valid"]))
-            yield (np.stack(xs), np.array(ys, np.int32), np.stack(hs)[..., None], np.stack(ss),
-                   np.stack(ms)[..., None], np.array(dv, np.float32))
-
-    sig = (tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 3), tf.float32), tf.TensorSpec((None,), tf.int32),
-           tf.TensorSpec((None, GRID, GRID, 1), tf.float32), tf.TensorSpec((None, GRID, GRID, 2), tf.float32),
-           tf.TensorSpec((None, GRID, GRID, 1), tf.float32), tf.TensorSpec((None,), tf.float32))
-    ds = tf.data.Dataset.from_generator(batches, output_signature=sig).prefetch(2)
-
-    model = build_model(keras)
-    total = steps_per_epoch * args.epochs
-    warm = min(100, total // 5 + 1)
-
-    def lr_at(step):
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    opt = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=1e-4)
-    cw = tf.constant(CLASS_WEIGHTS)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y, heat, size, smask, dvalid):
-        with tf.GradientTape() as tape:
-            out = model(x, training=True)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, out["class_logits"])
-            w = tf.gather(cw, y)
-            cls_loss = tf.reduce_sum(ce * w) / tf.reduce_sum(w)
-            p = tf.clip_by_value(out["heatmap"], 1e-4, 1 - 1e-4)
-            pos = tf.cast(heat >= 1.0, tf.float32)
-            dv = dvalid[:, None, None, None]
-            focal = -(pos * (1 - p) ** 2 * tf.math.log(p) + (1 - pos) * (1 - heat) ** 4 * p ** 2 * tf.math.log(1 - p))
-            npos = tf.maximum(tf.reduce_sum(pos * dv), 1.0)
-            heat_loss = tf.reduce_sum(focal * dv) / npos
-            size_loss = tf.reduce_sum(tf.abs(out["box_size"] - size) * smask * dv) / npos
-            loss = cls_loss + heat_loss + 5.0 * size_loss
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        return cls_loss, heat_loss, size_loss
+    if args.finetuned:  # weights trained elsewhere (e.g. on a GPU machine) by the same recipe
+        model = build_model(keras)
+        model.load_weights(args.finetuned)
+        run_log = json.loads(Path(args.finetuned).with_name(Path(args.finetuned).name.replace(".weights.h5", ".json"))
+                             .read_text())
+        history, args.epochs, args.batch, args.lr = run_log["history"], run_log["epochs"], run_log["batch"], run_log["lr"]
+        trained_on = f"{run_log['backend']} backend, {run_log['epochs_run']} of {run_log['epochs']} epochs " \
+                     f"(finetune_xray.py, seed {run_log['seed']})"
+    else:
+        model, history = finetune(df, pre, xva, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                                  log=lambda m: print(m, flush=True))
+        trained_on = f"tensorflow backend, {args.epochs} epochs (train_xray.py)"
 
     def predict(x):
         outs = {"p": [], "h": [], "s": [], "f": []}
         for i in range(0, len(x), 64):
-            o = model(x[i:i + 64], training=False)
-            outs["p"].append(tf.nn.softmax(o["class_logits"]).numpy())
-            outs["h"].append(o["heatmap"].numpy()); outs["s"].append(o["box_size"].numpy())
-            outs["f"].append(o["pooled"].numpy())
+            o = {k: keras.ops.convert_to_numpy(v) for k, v in model(x[i:i + 64], training=False).items()}
+            z = np.exp(o["class_logits"] - o["class_logits"].max(1, keepdims=True))
+            outs["p"].append(z / z.sum(1, keepdims=True))
+            outs["h"].append(o["heatmap"]); outs["s"].append(o["box_size"]); outs["f"].append(o["pooled"])
         return {k: np.concatenate(v) for k, v in outs.items()}
-
-    best, best_score, history = None, -1.0, []
-    it = iter(ds)
-    step = 0
-    for epoch in range(args.epochs):
-        t_ep = time.time()
-        losses = []
-        for _ in range(steps_per_epoch):
-            opt.learning_rate.assign(lr_at(step))
-            losses.append([float(v) for v in train_step(*next(it))])
-            step += 1
-        o = predict(xva)
-        m = classification_metrics(va.y.to_numpy(), o["p"], va.source.to_numpy())
-        score = m["accuracy"] + m["macro_auc"]
-        history.append({"epoch": epoch + 1, "loss": np.mean(losses, 0).round(4).tolist(),
-                        "val_accuracy": m["accuracy"], "val_macro_auc": m["macro_auc"]})
-        print(f"epoch {epoch + 1}: loss {np.mean(losses, 0).round(3)} val acc {m['accuracy']:.3f} "
-              f"auc {m['macro_auc']:.3f} ({time.time() - t_ep:.0f}s)", flush=True)
-        if score > best_score:
-            best_score, best = score, [w.copy() for w in model.get_weights()]
-    model.set_weights(best)
 
     # Detection threshold and gate are chosen on validation only.
     val_pred = predict(xva)
@@ -395,7 +268,7 @@ def main() -> None:
                           "class_weights": dict(zip(L.CLASSES, CLASS_WEIGHTS.tolist())),
                           "gate_negatives": gate_report.pop("negatives_description")},
         "training": {"epochs": args.epochs, "batch": args.batch, "optimizer": "AdamW, cosine, warm-up",
-                     "lr": args.lr, "selected_by": "validation accuracy + macro AUC", "history": history},
+                     "lr": args.lr, "run": trained_on, "selected_by": "validation accuracy + macro AUC", "history": history},
         "validation": {"opacity_ap50": val_ap},
         "metrics": {"test": test_metrics, "gate": gate_report},
         "baselines": baselines,

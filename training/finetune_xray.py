@@ -1,0 +1,295 @@
+"""Fine-tune the X-ray network (class head + opacity head) in backend-agnostic Keras 3.
+
+``train_xray.py`` calls :func:`finetune` with TensorFlow on the CPU (14 epochs, about
+an hour on 2 cores).  The same recipe can run longer on a GPU machine that only has
+PyTorch; its weights then go back through ``train_xray.py --finetuned`` on the CPU
+machine, which fits the gate, exports the model, reads the test split once and refits
+the probe blend, so the card always comes from one place:
+
+    python training/finetune_xray.py --pack-out .devdata/xray_pack.npz      # train + val films, 288 px JPEG
+    KERAS_BACKEND=torch python training/finetune_xray.py --pack .devdata/xray_pack.npz --epochs 50 \
+        --stop-after 31 --seed 1 --workers 6 --out /tmp/xr       # the shipped run: ~13 s an epoch on an H200
+    python training/train_xray.py --finetuned /tmp/xr.weights.h5
+
+The pack holds the training and validation films only: the test split never leaves
+the machine that reads it once.  It is a derived cache of ``shared/data`` for the
+GPU machine's trip, git-ignored and never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from common import require_data, seed_everything
+
+from demo_core.xray import labels as L
+from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
+
+PRELOAD = 288  # each film is decoded once at this size; augmented crops are cut from it
+STRIDE = 16
+GRID = INPUT_SIZE // STRIDE
+CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0, 1.0], np.float32)  # indeterminate has ~40 images
+PACK_COLUMNS = ["file", "source", "label", "y", "det_valid", "split", "width", "height"]
+
+Films = dict[int, tuple[np.ndarray, list[list[float]]]]  # manifest index -> (288 px film, boxes at 288 px)
+
+
+# ----------------------------------------------------------------------------- films
+
+def preload_films(data: Path, df: pd.DataFrame) -> Films:
+    from train_xray import read_gray
+    films = {}
+    for i, row in df.iterrows():
+        g = read_gray(data / "cxr" / row.file)
+        films[i] = (cv2.resize(g, (PRELOAD, PRELOAD), interpolation=cv2.INTER_AREA),
+                    [[b[0] * PRELOAD / row.width, b[1] * PRELOAD / row.height,
+                      b[2] * PRELOAD / row.width, b[3] * PRELOAD / row.height] for b in row.boxes])
+    return films
+
+
+def write_pack(df: pd.DataFrame, films: Films, path: Path, quality: int = 92) -> None:
+    """Training and validation films as JPEG bytes plus their manifest rows (the test split stays home)."""
+    keep = df[df.split.isin(["train", "val"])]
+    blobs = [cv2.imencode(".jpg", films[i][0], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for i in keep.index]
+    meta = keep[PACK_COLUMNS].assign(boxes=[json.dumps(films[i][1]) for i in keep.index])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, jpeg=np.frombuffer(b"".join(blobs), np.uint8), ends=np.cumsum([len(b) for b in blobs]),
+             meta=np.frombuffer(meta.to_csv(index=False).encode(), np.uint8))
+
+
+def read_pack(path: Path) -> tuple[pd.DataFrame, Films]:
+    z = np.load(path)
+    df = pd.read_csv(io.BytesIO(z["meta"].tobytes()))
+    starts = np.concatenate([[0], z["ends"][:-1]])
+    films = {i: (cv2.imdecode(z["jpeg"][s:e], cv2.IMREAD_GRAYSCALE), json.loads(b))
+             for i, s, e, b in zip(df.index, starts, z["ends"], df.boxes)}
+    return df, films
+
+
+# ----------------------------------------------------------------------------- targets and augmentation
+
+def heat_targets(boxes_224: list[list[float]]):
+    heat = np.zeros((GRID, GRID), np.float32)
+    size = np.zeros((GRID, GRID, 2), np.float32)
+    size_mask = np.zeros((GRID, GRID), np.float32)
+    ys, xs = np.mgrid[0:GRID, 0:GRID].astype(np.float32) + 0.5
+    for x0, y0, x1, y1 in boxes_224:
+        w, h = x1 - x0, y1 - y0
+        if w < 2 or h < 2:
+            continue
+        cx, cy = (x0 + x1) / 2 / STRIDE, (y0 + y1) / 2 / STRIDE
+        sx, sy = max(0.5, w / STRIDE / 6), max(0.5, h / STRIDE / 6)
+        g = np.exp(-((xs - cx) ** 2 / (2 * sx * sx) + (ys - cy) ** 2 / (2 * sy * sy)))
+        heat = np.maximum(heat, g)
+        ix, iy = min(GRID - 1, int(cx)), min(GRID - 1, int(cy))
+        heat[iy, ix] = 1.0
+        size[iy, ix] = (w / INPUT_SIZE, h / INPUT_SIZE)
+        size_mask[iy, ix] = 1.0
+    return heat, size, size_mask
+
+
+def augment(img: np.ndarray, boxes: list, rng: np.random.Generator):
+    """Random crop + photometric jitter so the model learns lungs, not sources."""
+    H, W = img.shape
+    s, r = rng.uniform(0.7, 1.0), math.exp(rng.uniform(-0.15, 0.15))
+    cw, ch = min(W, int(W * math.sqrt(s * r))), min(H, int(H * math.sqrt(s / r)))
+    x0, y0 = rng.integers(0, W - cw + 1), rng.integers(0, H - ch + 1)
+    crop = img[y0:y0 + ch, x0:x0 + cw]
+    out_boxes = []
+    for bx0, by0, bx1, by1 in boxes:
+        nb = [max(bx0 - x0, 0), max(by0 - y0, 0), min(bx1 - x0, cw), min(by1 - y0, ch)]
+        if nb[2] - nb[0] > 4 and nb[3] - nb[1] > 4:
+            out_boxes.append([nb[0] * INPUT_SIZE / cw, nb[1] * INPUT_SIZE / ch,
+                              nb[2] * INPUT_SIZE / cw, nb[3] * INPUT_SIZE / ch])
+    x = crop.astype(np.float32)
+    x = np.clip(x * rng.uniform(0.75, 1.3) + rng.uniform(-25, 25), 0, 255)
+    x = 255.0 * (x / 255.0) ** rng.uniform(0.7, 1.4)
+    x = x.astype(np.uint8)
+    if rng.random() < 0.25:
+        f = rng.uniform(0.3, 0.7)
+        small = cv2.resize(x, (max(16, int(cw * f)), max(16, int(ch * f))), interpolation=cv2.INTER_AREA)
+        x = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.2:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < 0.3:
+        ok, enc = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+        x = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
+    if rng.random() < 0.15:
+        x = np.clip(x + rng.normal(0, rng.uniform(2, 8), x.shape), 0, 255).astype(np.uint8)
+    return to_model_input(x), out_boxes
+
+
+# ----------------------------------------------------------------------------- losses
+# Keras averages per-sample losses over the batch; each one below is scaled so that the
+# average equals the batch-normalised sum (class-weighted CE / sum of weights, CenterNet
+# focal loss / number of valid centres).  Detection terms count only films whose
+# opacities were drawn (``det_valid``), packed into the target's last channel.
+
+def class_loss(y_true, logits):
+    from keras import ops
+    y = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+    w = ops.take(ops.convert_to_tensor(CLASS_WEIGHTS), y)
+    ce = ops.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    n = ops.cast(ops.shape(y)[0], "float32")
+    return ce * w * n / ops.sum(w)
+
+
+def heat_loss(y_true, heat_pred):
+    from keras import ops
+    heat, dv = y_true[..., :1], y_true[..., 1:2]
+    p = ops.clip(heat_pred, 1e-4, 1 - 1e-4)
+    pos = ops.cast(heat >= 1.0, "float32")
+    focal = -(pos * (1 - p) ** 2 * ops.log(p) + (1 - pos) * (1 - heat) ** 4 * p ** 2 * ops.log(1 - p))
+    n = ops.cast(ops.shape(heat)[0], "float32")
+    return ops.sum(focal * dv, axis=(1, 2, 3)) * n / ops.maximum(ops.sum(pos * dv), 1.0)
+
+
+def size_loss(y_true, size_pred):
+    from keras import ops
+    size, mask = y_true[..., :2], y_true[..., 2:3] * y_true[..., 3:4]
+    n = ops.cast(ops.shape(size)[0], "float32")
+    return ops.sum(ops.abs(size_pred - size) * mask, axis=(1, 2, 3)) * n / ops.maximum(ops.sum(mask), 1.0)
+
+
+# ----------------------------------------------------------------------------- training
+
+def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int = 14, batch: int = 32,
+             lr: float = 3e-4, seed: int = 0, workers: int = 1, stop_after: int | None = None,
+             time_budget_s: float = 1e9, log=print):
+    """Return (model, history): ``train_xray.build_model`` trained on the train split, best validation epoch kept.
+
+    ``x_val`` are the validation films as the model sees them (same order as ``df``'s val rows).
+    The learning-rate schedule spans ``epochs``; ``stop_after`` (or the time budget) ends the run earlier.
+    """
+    import keras
+    from keras import ops
+    from train_xray import build_model, classification_metrics
+
+    keras.utils.set_random_seed(seed)
+    tr, va = df[df.split == "train"], df[df.split == "val"]
+    # Full-resolution films are the varied, rarer domain: show them twice as often.
+    pick_p = np.where(tr.source.isin(["covidquex", "covidradiography"]), 1.0, 2.0)
+    pick_p /= pick_p.sum()
+    idx, y_all, dv_all = tr.index.to_numpy(), df.y.to_numpy(), df.det_valid.to_numpy(np.float32)
+    row_of = {i: r for r, i in enumerate(df.index)}
+    steps = max(1, int(len(tr) * 1.3) // batch)
+
+    class Batches(keras.utils.PyDataset):
+        """Batch ``k`` of epoch ``e`` is drawn from its own seed, so any number of worker threads gives
+        the same batches."""
+
+        epoch = 0
+
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * max(workers, 1))
+
+        def __len__(self):
+            return steps
+
+        def __getitem__(self, k):
+            rng = np.random.default_rng((seed, self.epoch, k))
+            xs, ys, heats, sizes = [], [], [], []
+            for i in rng.choice(idx, size=batch, p=pick_p):
+                x, boxes = augment(*films[i], rng)
+                h, s, m = heat_targets(boxes)
+                dv = np.full((GRID, GRID, 1), dv_all[row_of[i]], np.float32)
+                xs.append(x); ys.append(y_all[row_of[i]])
+                heats.append(np.concatenate([h[..., None], dv], -1))
+                sizes.append(np.concatenate([s, m[..., None], dv], -1))
+            return np.stack(xs), {"class_logits": np.array(ys, np.int32), "heatmap": np.stack(heats),
+                                  "box_size": np.stack(sizes)}
+
+    model = build_model(keras)
+    out = model.output
+    trainer = keras.Model(model.input, {k: out[k] for k in ("class_logits", "heatmap", "box_size")})
+    total = steps * epochs
+    warm = min(100, total // 5 + 1)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warm), warmup_target=lr, warmup_steps=warm)
+    trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+                    loss={"class_logits": class_loss, "heatmap": heat_loss, "box_size": size_loss},
+                    loss_weights={"class_logits": 1.0, "heatmap": 1.0, "box_size": 5.0})
+    scorer = keras.Model(model.input, out["class_logits"])
+    data = Batches()
+    best, best_score, history = None, -1.0, []
+    t_start = time.time()
+    for epoch in range(min(epochs, stop_after or epochs)):
+        t0 = time.time()
+        data.epoch = epoch
+        fit = trainer.fit(data, epochs=1, verbose=0)
+        logits = np.concatenate([ops.convert_to_numpy(scorer(x_val[i:i + 64], training=False))
+                                 for i in range(0, len(x_val), 64)])
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        m = classification_metrics(va.y.to_numpy(), p / p.sum(1, keepdims=True), va.source.to_numpy())
+        losses = [round(float(fit.history[f"{k}_loss"][-1]), 4) for k in ("class_logits", "heatmap", "box_size")]
+        history.append({"epoch": epoch + 1, "loss": losses, "val_accuracy": m["accuracy"],
+                        "val_macro_auc": m["macro_auc"], "seconds": round(time.time() - t0, 1)})
+        log(f"epoch {epoch + 1}: loss {losses} val acc {m['accuracy']:.3f} auc {m['macro_auc']:.3f} "
+            f"({time.time() - t0:.0f}s)")
+        if m["accuracy"] + m["macro_auc"] > best_score:
+            best_score, best = m["accuracy"] + m["macro_auc"], [w.copy() for w in model.get_weights()]
+        if time.time() - t_start > time_budget_s:
+            log(f"time budget reached after epoch {epoch + 1}")
+            break
+    model.set_weights(best)
+    return model, history
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pack-out", type=Path, help="write the train + val pack for a GPU machine and stop")
+    ap.add_argument("--pack", type=Path, help="read films from a pack instead of the data directory")
+    ap.add_argument("--out", type=Path, help="path stem: writes STEM.weights.h5 and STEM.json (the validation log)")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1, help="threads that augment batches")
+    ap.add_argument("--stop-after", type=int, help="end after this many epochs (the schedule still spans --epochs)")
+    ap.add_argument("--time-budget", type=float, default=1e9, help="seconds; stops after the epoch that passes it")
+    ap.add_argument("--smoke", action="store_true")
+    args = ap.parse_args()
+    seed_everything(args.seed)
+    if args.pack:
+        df, films = read_pack(args.pack)
+    else:
+        from train_xray import load_manifest
+        data = require_data()
+        df = load_manifest(data, smoke=args.smoke)
+        films = preload_films(data, df)
+    if args.pack_out:
+        write_pack(df, films, args.pack_out)
+        print(f"wrote {args.pack_out} ({args.pack_out.stat().st_size / 1e6:.1f} MB)")
+        return
+    if args.smoke:
+        args.epochs, args.batch = 1, 8
+    import keras
+    from train_xray import build_model
+    # Validation films as the app sees them, here from the 288 px copy (the CPU machine re-scores
+    # the chosen weights on the original files).
+    x_val = np.stack([to_model_input(films[i][0]) for i in df[df.split == "val"].index])
+    t0 = time.time()
+    model, history = finetune(df, films, x_val, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                              workers=args.workers, stop_after=args.stop_after, time_budget_s=args.time_budget,
+                              log=lambda m: print(m, flush=True))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    clean = build_model(keras)  # weights only, no optimizer state: small enough to come back from a GPU machine
+    clean.set_weights(model.get_weights())
+    clean.save_weights(args.out.with_suffix(".weights.h5"))
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"backend": keras.backend.backend(), "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+         "seed": args.seed, "epochs_run": len(history), "seconds": round(time.time() - t0),
+         "history": history}, indent=1) + "\n")
+    print(f"wrote {args.out} in {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
