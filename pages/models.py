@@ -75,6 +75,9 @@ with tabs[0]:
                              go.Scatter(x=h.epoch, y=h.val_macro_auc, name="val macro AUC")])
             fig.update_layout(title="Training curve (validation)", height=280, margin=dict(l=10, r=10, t=40, b=10))
             st.plotly_chart(fig, use_container_width=True)
+            if card["training"].get("run"):
+                st.caption(f"Trained with {card['training']['run']}. The curve is the validation score seen "
+                           "during training; the epoch with the best accuracy + macro AUC was kept.")
         files_and_notes(card)
 
 with tabs[1]:

@@ -243,6 +243,19 @@ def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int =
     return model, history
 
 
+def compute_device() -> str:
+    """What trained the weights, for the card (a GPU's name, or "CPU")."""
+    import keras
+    if keras.backend.backend() == "torch":
+        import torch
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU"
+    return keras.backend.backend()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pack-out", type=Path, help="write the train + val pack for a GPU machine and stop")
@@ -285,7 +298,7 @@ def main() -> None:
     clean.set_weights(model.get_weights())
     clean.save_weights(args.out.with_suffix(".weights.h5"))
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"backend": keras.backend.backend(), "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+        {"backend": keras.backend.backend(), "device": compute_device(), "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
          "seed": args.seed, "epochs_run": len(history), "seconds": round(time.time() - t0),
          "history": history}, indent=1) + "\n")
     print(f"wrote {args.out} in {time.time() - t0:.0f}s", flush=True)

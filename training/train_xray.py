@@ -194,7 +194,8 @@ def main() -> None:
         run_log = json.loads(Path(args.finetuned).with_name(Path(args.finetuned).name.replace(".weights.h5", ".json"))
                              .read_text())
         history, args.epochs, args.batch, args.lr = run_log["history"], run_log["epochs"], run_log["batch"], run_log["lr"]
-        trained_on = f"{run_log['backend']} backend, {run_log['epochs_run']} of {run_log['epochs']} epochs " \
+        trained_on = f"{run_log['backend']} backend on {run_log.get('device', 'an unrecorded device')}, " \
+                     f"{run_log['epochs_run']} of {run_log['epochs']} epochs " \
                      f"(finetune_xray.py, seed {run_log['seed']})"
     else:
         model, history = finetune(df, pre, xva, epochs=args.epochs, batch=args.batch, lr=args.lr,
