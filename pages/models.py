@@ -62,6 +62,10 @@ with tabs[0]:
             ("gate: chest X-rays accepted", fmt(g.get("test_chest_xrays_accepted")), "≥ 0.98", ""),
             ("gate: photos/documents refused", fmt(g.get("test_negatives_refused")), "≥ 0.99", ""),
         ]), hide_index=True)
+        for read in card["metrics"].get("earlier_test_reads", []):
+            st.caption(f"Also read on the same test split before this blend was chosen: {read['design']}: accuracy "
+                       f"{fmt(read['accuracy'])}, macro AUC {fmt(read['macro_auc'])}, ieee8023 "
+                       f"{fmt(read['ieee8023_accuracy'])}.")
         c1, c2 = st.columns(2)
         with c1:
             bar("Accuracy per source (held-out)", {f"{k} (n={v['n']})": v["accuracy"] for k, v in src.items()}, target=0.85)

@@ -76,7 +76,10 @@ class XrayModel:
         self._tf = _tf.tf()
         # autograph=False: nothing to convert, and autograph writes generated source to a temp dir
         if probe_model is not None:
-            self._probe_weights = probe_model.get_layer("probe_logits").get_weights()[0]
+            # The probe's head may read several pooled layers; the last layer comes last, and its rows
+            # are the ones that map onto the 7x7 features the attention map is drawn from.
+            channels = probe_model.output["features"].shape[-1]
+            self._probe_weights = probe_model.get_layer("probe_logits").get_weights()[0][-channels:]
 
         def forward(x):
             out = dict(self.model(x, training=False))
