@@ -169,7 +169,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
     if "ensemble" in card:  # a blend shipped before was read on test too: keep its figures beside the new ones
         old = card["ensemble"]
         card["metrics"].setdefault("earlier_test_reads", []).append({
-            "design": f"{old.get('probe_features', 'last_layer')} probe, C={old['probe_C']}, "
+            "design": f"{old.get('probe_features', 'last_layer').replace('_', '-')} probe, C={old['probe_C']}, "
                       f"fine-tuned weight {old['finetuned_weight']}",
             "accuracy": test["accuracy"], "macro_auc": test["macro_auc"],
             "ieee8023_accuracy": test["accuracy_per_source"].get("ieee8023", {}).get("accuracy")})
