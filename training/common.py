@@ -7,6 +7,7 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,35 @@ def linear_rows(clf) -> tuple[np.ndarray, np.ndarray]:
     if len(clf.classes_) == 2 and w.shape[0] == 1:
         w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
     return w.astype(np.float32), b.astype(np.float32)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits (n, classes)."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def keep_best_epochs(model, epochs: int, run_epoch, *, time_budget_s: float = 1e9, log=print) -> list[dict]:
+    """Train epoch by epoch and leave ``model`` with the weights of its best validation epoch.
+
+    ``run_epoch(epoch)`` trains one epoch and returns ``(record, score, message)``: the epoch's history
+    record, its validation score (higher is better; the first of equal scores wins) and a log line.
+    Stops after the epoch that passes ``time_budget_s``.  Returns the records, each with its seconds.
+    """
+    best, best_score, history = None, -np.inf, []
+    t_start = time.time()
+    for epoch in range(epochs):
+        t0 = time.time()
+        record, score, message = run_epoch(epoch)
+        history.append({**record, "seconds": round(time.time() - t0, 1)})
+        log(f"{message} ({time.time() - t0:.0f}s)")
+        if score > best_score:
+            best_score, best = score, [w.copy() for w in model.get_weights()]
+        if time.time() - t_start > time_budget_s:
+            log(f"time budget reached after epoch {epoch + 1}")
+            break
+    model.set_weights(best)
+    return history
 
 
 def group_split(keys: list[str], strata: list[str], fractions=(0.7, 0.15, 0.15), seed: int = 0):

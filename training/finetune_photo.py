@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import backbone_weights, require_data, seed_everything
+from common import backbone_weights, keep_best_epochs, require_data, seed_everything
 
 from demo_core.car.photo import INPUT_SIZE, to_photo_input
 from photo_data import MAKE_CLASSES, load_photos
@@ -122,15 +122,13 @@ def finetune(images: list[np.ndarray], is_car: np.ndarray, make_idx: np.ndarray,
         acc = float((out["make"][sel].argmax(1) == make_idx[val_idx][sel]).mean()) if sel.any() else 0.0
         return bal, acc
 
-    history = []
-    t_start = time.time()
     epochs = epochs if not smoke else 2
     warmup_epochs = min(warmup_epochs, epochs - 1)
     # Phase 1: heads only on the frozen backbone.
     backbone.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"is_car": "binary_crossentropy", "make": make_loss})
-    best, best_score = None, -1.0
-    for epoch in range(epochs):
+
+    def run_epoch(epoch):
         if epoch == warmup_epochs:
             # Phase 2: everything but BatchNorm; recompiling gives a fresh optimizer for the new variables.
             backbone.trainable = True
@@ -141,20 +139,13 @@ def finetune(images: list[np.ndarray], is_car: np.ndarray, make_idx: np.ndarray,
             schedule = keras.optimizers.schedules.CosineDecay(lr, total, warmup_target=None)
             model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
                           loss={"is_car": "binary_crossentropy", "make": make_loss})
-        t0 = time.time()
         fit = model.fit(Batches(), epochs=1, verbose=0)
         bal, acc = val_score()
         loss = float(fit.history["loss"][-1])
-        history.append({"epoch": epoch + 1, "loss": loss, "val_car_balanced_accuracy": bal, "val_make_top1": acc,
-                        "seconds": round(time.time() - t0, 1)})
-        log(f"photo epoch {epoch + 1}: loss {loss:.3f} val car/not-car {bal:.3f} make {acc:.3f} "
-            f"({time.time() - t0:.0f}s)")
-        if bal + acc > best_score:
-            best_score, best = bal + acc, [v.copy() for v in model.get_weights()]
-        if time.time() - t_start > time_budget_s:
-            log(f"time budget reached after epoch {epoch + 1}")
-            break
-    model.set_weights(best)
+        return ({"epoch": epoch + 1, "loss": loss, "val_car_balanced_accuracy": bal, "val_make_top1": acc},
+                bal + acc, f"photo epoch {epoch + 1}: loss {loss:.3f} val car/not-car {bal:.3f} make {acc:.3f}")
+
+    history = keep_best_epochs(model, epochs, run_epoch, time_budget_s=time_budget_s, log=log)
     return model, history
 
 
@@ -258,15 +249,13 @@ def finetune_tail(images: list[np.ndarray], make_idx: np.ndarray, n_makes: int, 
     head_model.compile(optimizer=keras.optimizers.AdamW(keras.optimizers.schedules.CosineDecay(lr, steps),
                                                         weight_decay=1e-4),
                        loss="sparse_categorical_crossentropy")
-    best, best_acc, history = None, -1.0, []
-    for epoch in range(epochs):
-        t1 = time.time()
+
+    def run_epoch(epoch):
         fit = head_model.fit(f_tr.astype(np.float32), y_tr, batch_size=batch, epochs=1, shuffle=True, verbose=0)
         acc = float((head_model.predict(f_va, batch_size=256, verbose=0).argmax(1) == y_va).mean()) if len(y_va) else 0.0
-        history.append({"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]), "val_make_top1": acc,
-                        "seconds": round(time.time() - t1, 1)})
-        log(f"tail epoch {epoch + 1}: loss {history[-1]['loss']:.3f} val make {acc:.3f} ({time.time() - t1:.0f}s)")
-        if acc > best_acc:
-            best_acc, best = acc, [w.copy() for w in head_model.get_weights()]
-    head_model.set_weights(best)
+        loss = float(fit.history["loss"][-1])
+        return ({"epoch": epoch + 1, "loss": loss, "val_make_top1": acc}, acc,
+                f"tail epoch {epoch + 1}: loss {loss:.3f} val make {acc:.3f}")
+
+    history = keep_best_epochs(head_model, epochs, run_epoch, log=log)
     return trunk, tail_car, tail_make, dense, history

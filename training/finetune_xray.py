@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from common import require_data, seed_everything
+from common import keep_best_epochs, require_data, seed_everything, softmax
 
 from demo_core.xray import labels as L
 from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
@@ -219,27 +219,21 @@ def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int =
                     loss_weights={"class_logits": 1.0, "heatmap": 1.0, "box_size": 5.0})
     scorer = keras.Model(model.input, out["class_logits"])
     data = Batches()
-    best, best_score, history = None, -1.0, []
-    t_start = time.time()
-    for epoch in range(min(epochs, stop_after or epochs)):
-        t0 = time.time()
+    y_val, src_val = va.y.to_numpy(), va.source.to_numpy()
+
+    def run_epoch(epoch):
         data.epoch = epoch
         fit = trainer.fit(data, epochs=1, verbose=0)
         logits = np.concatenate([ops.convert_to_numpy(scorer(x_val[i:i + 64], training=False))
                                  for i in range(0, len(x_val), 64)])
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        m = classification_metrics(va.y.to_numpy(), p / p.sum(1, keepdims=True), va.source.to_numpy())
+        m = classification_metrics(y_val, softmax(logits), src_val)
         losses = [round(float(fit.history[f"{k}_loss"][-1]), 4) for k in ("class_logits", "heatmap", "box_size")]
-        history.append({"epoch": epoch + 1, "loss": losses, "val_accuracy": m["accuracy"],
-                        "val_macro_auc": m["macro_auc"], "seconds": round(time.time() - t0, 1)})
-        log(f"epoch {epoch + 1}: loss {losses} val acc {m['accuracy']:.3f} auc {m['macro_auc']:.3f} "
-            f"({time.time() - t0:.0f}s)")
-        if m["accuracy"] + m["macro_auc"] > best_score:
-            best_score, best = m["accuracy"] + m["macro_auc"], [w.copy() for w in model.get_weights()]
-        if time.time() - t_start > time_budget_s:
-            log(f"time budget reached after epoch {epoch + 1}")
-            break
-    model.set_weights(best)
+        return ({"epoch": epoch + 1, "loss": losses, "val_accuracy": m["accuracy"], "val_macro_auc": m["macro_auc"]},
+                m["accuracy"] + m["macro_auc"],
+                f"epoch {epoch + 1}: loss {losses} val acc {m['accuracy']:.3f} auc {m['macro_auc']:.3f}")
+
+    history = keep_best_epochs(model, min(epochs, stop_after or epochs), run_epoch, time_budget_s=time_budget_s,
+                               log=log)
     return model, history
 
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from common import ROOT, backbone_weights, group_split, require_data, seed_everything, write_card
+from common import ROOT, backbone_weights, group_split, require_data, seed_everything, softmax, write_card
 
 from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
 from demo_core.xray import labels as L
@@ -191,7 +191,7 @@ def main() -> None:
     if args.finetuned:  # weights trained elsewhere (e.g. on a GPU machine) by the same recipe
         model = build_model(keras)
         model.load_weights(args.finetuned)
-        run_log = json.loads(Path(args.finetuned).with_name(Path(args.finetuned).name.replace(".weights.h5", ".json"))
+        run_log = json.loads(args.finetuned.with_name(args.finetuned.name.removesuffix(".weights.h5") + ".json")
                              .read_text())
         history, args.epochs, args.batch, args.lr = run_log["history"], run_log["epochs"], run_log["batch"], run_log["lr"]
         trained_on = f"{run_log['backend']} backend on {run_log.get('device', 'an unrecorded device')}, " \
@@ -206,8 +206,7 @@ def main() -> None:
         outs = {"p": [], "h": [], "s": [], "f": []}
         for i in range(0, len(x), 64):
             o = {k: keras.ops.convert_to_numpy(v) for k, v in model(x[i:i + 64], training=False).items()}
-            z = np.exp(o["class_logits"] - o["class_logits"].max(1, keepdims=True))
-            outs["p"].append(z / z.sum(1, keepdims=True))
+            outs["p"].append(softmax(o["class_logits"]))
             outs["h"].append(o["heatmap"]); outs["s"].append(o["box_size"]); outs["f"].append(o["pooled"])
         return {k: np.concatenate(v) for k, v in outs.items()}
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import ROOT, backbone_weights, linear_rows, require_data, seed_everything, write_card
+from common import ROOT, backbone_weights, linear_rows, require_data, seed_everything, softmax, write_card
 
 from demo_core.xray import labels as L
 from demo_core.xray.model import PROBE_FILE
@@ -111,12 +111,6 @@ def four_class_rows(clf) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarray]) -> dict:
     """Fit, choose and export the probe member next to ``folder/model.keras``; update the card.
 
@@ -144,7 +138,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
     for design, spec in DESIGNS.items():
         for c in spec["C"]:
             rows = fit_head(feats(design, "train"), y["train"], c, spec["standardise"])
-            p_probe = _softmax(feats(design, "val") @ rows[0] + rows[1])
+            p_probe = softmax(feats(design, "val") @ rows[0] + rows[1])
             for w in W_GRID:
                 m = classification_metrics(y["val"], w * p_ft["val"] + (1 - w) * p_probe, src["val"])
                 score = m["accuracy"] + m["macro_auc"]
@@ -156,7 +150,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
     print(f"probe member: {design} features, C={c}, fine-tuned weight {w}", flush=True)
 
     # ---- the single test read, for the chosen blend (and both members, for the card)
-    p_probe_te = _softmax(feats(design, "test") @ rows[0] + rows[1])
+    p_probe_te = softmax(feats(design, "test") @ rows[0] + rows[1])
     blend = classification_metrics(y["test"], w * p_ft["test"] + (1 - w) * p_probe_te, src["test"])
     members = {"finetuned": classification_metrics(y["test"], p_ft["test"], src["test"]),
                "imagenet_probe": classification_metrics(y["test"], p_probe_te, src["test"])}
