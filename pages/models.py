@@ -135,6 +135,11 @@ with tabs[2]:
             ("make top-1 (listing brands)", fmt(p.get("make_top1_listing_brands")), "≥ 0.85",
              f"linear probe {fmt(b.get('linear_probe_make_top1'))}"),
         ]), hide_index=True)
+        if card.get("price_design"):
+            st.caption(f"Price model: {card['price_design']} (lower mileage never lowers the price).")
+        for read in card["metrics"].get("earlier_test_reads", []):
+            st.caption(f"Also read on the same test listings before: {read['design']}: MAPE {fmt(read['mape'], '.2%')}, "
+                       f"interval coverage {fmt(read['interval_coverage_80'])}.")
         floor = card.get("analysis", {}).get("noise_floor_validation", {}).get("settings", [])
         if floor and floor[-1]["lookalike_median_mape"] is not None:
             f = floor[-1]

@@ -20,9 +20,16 @@ def test_known_cars_price_in_a_plausible_range(car_model):
     assert x5.price > 2 * fiesta.price
 
 
-def test_lower_mileage_means_a_higher_price(car_model):
-    prices = [car_model.predict({**FIESTA, "mileage": m}).price for m in (5_000, 30_000, 60_000, 100_000)]
+@pytest.mark.parametrize("car", [FIESTA, {**FIESTA, "year": 2016},
+                                 {"brand": "BMW", "model": "3 Series", "year": 2018, "fuel": "Diesel",
+                                  "transmission": "Automatic", "engine_size": 2.0},
+                                 {"brand": "Volkswagen", "model": "Golf"}])  # the last one pools prototypes
+def test_lower_mileage_never_means_a_lower_price(car_model, car):
+    # The what-if chart draws exactly this: the price must not rise as the miles go up, anywhere on the axis.
+    miles = [0, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 100_000, 150_000]
+    prices = [car_model.predict({**car, "mileage": m}).price for m in miles]
     assert prices == sorted(prices, reverse=True)
+    assert prices[0] > prices[-1]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -28,6 +28,13 @@ def test_smoke_training_writes_a_verified_model(task, script, extra, tmp_path, m
     assert card["version"] == "smoke" and card["files"]
     if task == "car":  # the price error is put beside the spread of look-alike listings
         assert card["analysis"]["noise_floor_validation"]["settings"]
+        # retraining the price alone keeps the photo model byte for byte, and its figures in the card
+        photo = (tmp_path / task / "photo.keras").read_bytes()
+        train(script, tmp_path / task, "--keep-photo")
+        again = json.loads((tmp_path / task / "card.json").read_text())
+        assert (tmp_path / task / "photo.keras").read_bytes() == photo
+        assert again["metrics"]["photo_test"] == card["metrics"]["photo_test"]
+        card = again
     monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
     from demo_core.cards import verified_card
     assert verified_card(task)["task"] == task
