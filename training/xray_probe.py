@@ -5,7 +5,7 @@ set of class probabilities.  A logistic regression over the untouched ImageNet
 features errs differently (it ranks the 7 validation "indeterminate" films
 better than any fine-tuned run so far), so the shipped probabilities blend
 the two: ``w * fine-tuned + (1 - w) * probe``, with the probe's features
-(last layer, or six layers from low to high), regularisation and ``w`` chosen on validation by accuracy + macro AUC, the same rule that
+(last layer, six layers, or all seventeen blocks from low to high), regularisation and ``w`` chosen on validation by accuracy + macro AUC, the same rule that
 picked the fine-tuned epoch.  The test split is read once, for the chosen blend.
 
     python training/xray_probe.py       # about 8 min on 2 CPU cores; rewrites probe.keras and the card
@@ -40,8 +40,20 @@ DESIGNS = {
     "multi_level": {"layers": ("block_3_expand_relu", "block_6_expand_relu", "block_10_expand_relu",
                                "block_13_expand_relu", "block_16_expand_relu", LAST),
                     "standardise": True, "C": (0.0005, 0.001, 0.002, 0.005, 0.01)},
+    # every block's expanded features: 8,384 numbers, pooled from maps the forward pass computes anyway
+    "all_blocks": {"layers": tuple(f"block_{i}_expand_relu" for i in range(1, 17)) + (LAST,),
+                   "standardise": True, "C": (0.0002, 0.0005, 0.001, 0.002, 0.005)},
 }
 W_GRID = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))  # weight of the fine-tuned member
+
+
+def describe_layers(names) -> str:
+    blocks = [int(n.split("_")[1]) for n in names if n.startswith("block_")]
+    if not blocks:
+        return "the last layer"
+    contiguous = len(blocks) > 2 and blocks == list(range(blocks[0], blocks[-1] + 1))
+    listed = f"{blocks[0]} to {blocks[-1]}" if contiguous else ", ".join(map(str, blocks))
+    return f"the expanded features of blocks {listed} and the last layer"
 
 
 def imagenet_backbone(keras):
@@ -180,7 +192,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
         "Two MobileNetV2 members at 224x224. Fine-tuned (ImageNet start, BatchNorm frozen): softmax head on pooled "
         "7x7 features, CenterNet-style opacity head (14x14 heat map + box size) on a 2-level feature pyramid, "
         "logistic-regression gate on pooled features. Frozen ImageNet probe: logistic regression on "
-        f"average-pooled features of {', '.join(DESIGNS[design]['layers'])}"
+        f"average-pooled features of {describe_layers(DESIGNS[design]['layers'])}"
         f"{' (standardised)' if DESIGNS[design]['standardise'] else ''}. Class probabilities = {w:g} x fine-tuned + {1 - w:g} x probe (chosen on validation). "
         "Attention = the members' class activation maps on their last 7x7 layer, weighted the same way "
         "(equal to Grad-CAM at that layer for a GAP + linear head).")
