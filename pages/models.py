@@ -173,4 +173,13 @@ with tabs[2]:
             for k, v in p.get("candidates", {}).items():
                 if isinstance(v, str):
                     st.caption(f"{k.replace('_', ' ')}: {v}")
+        views = p.get("make_views")
+        if views:
+            grid = {f"crop {g['center_crop']:.0%}{' + mirror' if g['flip'] else ''}": g["val_make_top1"]
+                    for g in views["validation_grid"]}
+            bar("Make top-1 by test-time view (validation)", grid, ".1%")
+            st.caption(f"The make reads {views['description']}; the car / not-car check reads the whole photo.")
+        for read in p.get("earlier_test_reads", []):
+            st.caption(f"Also read on the same test photos before: the make from {read['make_views']}: "
+                       f"top-1 {fmt(read['make_top1_listing_brands'])}.")
         files_and_notes(card)

@@ -110,10 +110,38 @@ def test_the_fast_tree_walker_equals_sklearn(car_model, data_dir):
         assert np.allclose(FastTrees(trees).predict(X), trees.predict(X), rtol=0, atol=1e-9)
 
 
+def test_a_centre_crop_has_equal_margins_so_it_commutes_with_mirroring():
+    import numpy as np
+    from demo_core.car.photo import center_crop
+    rgb = np.random.default_rng(0).integers(0, 255, (301, 448, 3), dtype=np.uint8)
+    crop = center_crop(rgb, 0.85)
+    assert abs(crop.shape[0] / 301 - 0.85) < 0.01 and abs(crop.shape[1] / 448 - 0.85) < 0.01
+    assert np.array_equal(center_crop(rgb[:, ::-1], 0.85), crop[:, ::-1])
+    assert center_crop(rgb, 1.0) is rgb and center_crop(rgb[:1, :1], 0.5).shape == (1, 1, 3)
+
+
+def test_older_catalogs_without_crops_still_describe_their_views():
+    import numpy as np
+    from demo_core.car.photo import MakeViews
+    assert MakeViews.from_catalog({"photo_make_flip_tta": True}) == MakeViews(1.0, True)
+    assert MakeViews.from_catalog({"photo_make_views": {"center_crop": 0.85, "flip": True}}) == MakeViews(0.85, True)
+    assert MakeViews.from_catalog({}).inputs(np.zeros((50, 80, 3), np.uint8)).shape == (1, 224, 224, 3)
+
+
+def test_the_car_check_reads_the_whole_photo_whatever_the_make_reads(car_model, car_photo):
+    import numpy as np
+    from demo_core.car.photo import to_photo_input
+    from demo_core.intake import load_image
+    photo = load_image(car_photo.read_bytes())
+    _, car_score, _, _ = car_model.photo_scores(photo)
+    whole = car_model._photo(car_model._tf.constant(to_photo_input(photo.pixels)[None]))
+    assert car_score == pytest.approx(float(whole["is_car"].numpy()[0, 0]), abs=1e-5)
+
+
 def test_with_flip_averaging_a_mirrored_photo_gets_the_same_make(car_model, car_photo):
     import numpy as np
     from demo_core.intake import LoadedImage, load_image
-    if not car_model.make_flip_tta:
+    if not car_model.make_views.flip:
         pytest.skip("validation did not choose flip averaging for the shipped photo model")
     photo = load_image(car_photo.read_bytes())
     mirrored = LoadedImage(np.ascontiguousarray(photo.pixels[:, ::-1]), photo.source_format)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from common import ROOT, backbone_weights, linear_rows, require_data, seed_everything, write_card
 
-from demo_core.car.photo import INPUT_SIZE, to_photo_input
+from demo_core.car.photo import INPUT_SIZE, MakeViews, to_photo_input
 from demo_core.errors import InputError
 from demo_core.car.schema import CATEGORICAL, NUMERIC, build_catalog
 from photo_data import MAKE_CLASSES, PHOTO_BRANDS, load_photos
@@ -248,23 +248,58 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
             model, present = cand, classes
             metrics.update(make_test_metrics(te_pred))
     metrics["design"] = design
-    # Test-time flip for the make (mean of the photo and its mirror image), kept only if validation says so.
-    if va_make.any():
-        def make_acc(sel, flip: bool) -> float:
-            p = model.predict(X[sel], batch_size=64, verbose=0)["make"]
-            if flip:
-                p = (p + model.predict(X[sel][:, :, ::-1], batch_size=64, verbose=0)["make"]) / 2
-            return float((np.array(present)[p.argmax(1)] == ym[sel]).mean())
-        plain, flipped = make_acc(va_make, False), make_acc(va_make, True)
-        metrics["make_flip_tta"] = {"val_make_top1_plain": plain, "val_make_top1_flip_mean": flipped,
-                                    "used": flipped > plain}
-        print("make flip TTA on validation:", metrics["make_flip_tta"], flush=True)
-        if flipped > plain and te_make.any():
-            p = model.predict(X[te_make], batch_size=64, verbose=0)["make"]
-            p = (p + model.predict(X[te_make][:, :, ::-1], batch_size=64, verbose=0)["make"]) / 2
-            metrics.update(make_test_metrics(np.array(present)[p.argmax(1)]))
     counts = imgs.groupby(["split", "make"]).size().unstack(fill_value=0).to_dict(orient="index")
     return model, present, metrics, baseline, {"car_C": car_C, "make_C": make_C}, counts
+
+
+VIEW_CROPS = (1.0, 0.9, 0.85, 0.8, 0.75)  # centre crops tried for the make, widest first (ties keep the wider)
+
+
+def choose_make_views(model, make_classes: list[str], photo_metrics: dict, data: Path, smoke: bool,
+                      kept: bool) -> tuple[MakeViews, dict]:
+    """Pick the make's test-time views on validation photos (centre crop x mirror), then read test once.
+
+    The make was fine-tuned on random crops, so the whole frame is not necessarily its best view; the car /
+    not-car check is not affected (it always reads the whole photo).  ``kept``: the photo model was trained
+    before, with figures for other views in ``photo_metrics``; those are kept as an earlier test read.
+    """
+    imgs, rgb = load_photos(data, smoke)
+    split, ym = imgs.split.to_numpy(), imgs.make.to_numpy()
+    listing_make = (imgs.is_car == 1).to_numpy() & np.isin(ym, PHOTO_BRANDS)
+    val, test = listing_make & (split == "val"), listing_make & (split == "test")
+    names = np.array(make_classes)
+
+    def predicted(sel: np.ndarray, views: MakeViews) -> np.ndarray:
+        x = np.concatenate([views.inputs(rgb[i]) for i in np.where(sel)[0]])
+        p = model.predict(x, batch_size=64, verbose=0)["make"]
+        return names[p.reshape(int(sel.sum()), -1, p.shape[-1]).mean(axis=1).argmax(1)]
+
+    grid, best = [], None
+    for crop in VIEW_CROPS:
+        for flip in (False, True):
+            views = MakeViews(crop, flip)
+            acc = float((predicted(val, views) == ym[val]).mean()) if val.any() else 0.0
+            grid.append({**views.to_dict(), "val_make_top1": acc})
+            if best is None or acc > best[0]:
+                best = (acc, views)
+    views = best[1]
+    print("make views on validation:", grid, "->", views, flush=True)
+    metrics = {k: v for k, v in photo_metrics.items() if k != "make_flip_tta"}
+    old_views = photo_metrics.get("make_views", {}).get("chosen")
+    if kept and old_views != views.to_dict() and photo_metrics.get("make_top1_listing_brands") is not None:
+        before = MakeViews(**old_views) if old_views else \
+            MakeViews(flip=bool(photo_metrics.get("make_flip_tta", {}).get("used", False)))
+        metrics["earlier_test_reads"] = photo_metrics.get("earlier_test_reads", []) + [
+            {"make_views": before.describe(), "make_top1_listing_brands": photo_metrics["make_top1_listing_brands"],
+             "make_top1_per_brand": photo_metrics.get("make_top1_per_brand")}]
+    if test.any():
+        pred, truth = predicted(test, views), ym[test]
+        metrics.update({"make_top1_listing_brands": float((pred == truth).mean()),
+                        "make_top1_per_brand": {b: float((pred[truth == b] == b).mean())
+                                                for b in PHOTO_BRANDS if (truth == b).any()}})
+    metrics["make_views"] = {"chosen": views.to_dict(), "description": views.describe(),
+                             "selected_by": "validation make top-1 (listing brands)", "validation_grid": grid}
+    return views, metrics
 
 
 def photo_parts(card: dict):
@@ -311,11 +346,15 @@ def main() -> None:
 
     previous = json.loads((args.out / "card.json").read_text()) if (args.out / "card.json").is_file() else None
     if args.keep_photo:
+        import keras
         photo_bytes, (make_classes, photo_metrics, photo_baseline, photo_params, photo_counts) = \
             (args.out / "photo.keras").read_bytes(), photo_parts(previous)
+        photo_model = keras.models.load_model(args.out / "photo.keras", compile=False)
     else:
         photo_model, make_classes, photo_metrics, photo_baseline, photo_params, photo_counts = train_photo(
             data, args.smoke, args.photo_tail_epochs)
+    make_views, photo_metrics = choose_make_views(photo_model, make_classes, photo_metrics, data, args.smoke,
+                                                  kept=args.keep_photo)
 
     args.out.mkdir(parents=True, exist_ok=True)
     for f in args.out.glob("*"):
@@ -329,7 +368,7 @@ def main() -> None:
     catalog_out = {k: v for k, v in catalog.items()}
     catalog_out.update({"interval_correction": P["correction"], "shipped": P["shipped"],
                         "photo_make_classes": make_classes,
-                        "photo_make_flip_tta": bool(photo_metrics.get("make_flip_tta", {}).get("used", False))})
+                        "photo_make_views": make_views.to_dict()})
     (args.out / "catalog.json").write_text(json.dumps(catalog_out, indent=1, default=float))
     if args.keep_photo:
         (args.out / "photo.keras").write_bytes(photo_bytes)
@@ -390,7 +429,9 @@ def main() -> None:
                         "model, fuel, transmission; 10 %/90 % quantile models conformalised on validation "
                         f"(CQR). Shipped: {P['shipped']}. Missing fields are filled with prototype cars of that "
                         "brand/model (from training-set summaries) and the predictions pooled. Photo: ImageNet "
-                        f"MobileNetV2 with a car/not-car head and a make head ({photo_metrics['design']}).",
+                        f"MobileNetV2 with a car/not-car head and a make head ({photo_metrics['design']}). The "
+                        f"car check reads the whole photo; the make reads {make_views.describe()} (chosen on "
+                        "validation).",
         "labels": {"price": "GBP asking price", "photo_makes": make_classes},
         "input": {"details": {"brand": catalog["brands"], "fuel": catalog["categories"]["fuel"],
                               "transmission": catalog["categories"]["transmission"],

@@ -22,7 +22,7 @@ from ..cards import task_dir, verified_card
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
 from .fast_trees import FastTrees
-from .photo import to_photo_input
+from .photo import MakeViews, to_photo_input
 from .schema import CATEGORICAL, FIELDS, NUMERIC, CarDetails, model_key, validate
 
 Z90 = 1.2815515655446004  # the 90 % quantile of a standard normal
@@ -74,7 +74,7 @@ class CarModel:
         self.catalog, self.card = catalog, card
         self.correction = float(catalog["interval_correction"])
         self.make_classes: list[str] = catalog.get("photo_make_classes", [])
-        self.make_flip_tta = bool(catalog.get("photo_make_flip_tta", False))
+        self.make_views = MakeViews.from_catalog(catalog)
         self._photo = None
         if photo_model is not None:
             tf = _tf.tf()
@@ -135,12 +135,14 @@ class CarModel:
         if self._photo is None:
             raise InputError("The photo model is not available on this server.")
         img = image if isinstance(image, LoadedImage) else load_image(image)
-        x = to_photo_input(img.pixels)[None]
-        if self.make_flip_tta:  # the make is the mean over the photo and its mirror image (chosen on validation)
-            x = np.concatenate([x, np.ascontiguousarray(x[:, :, ::-1])])
+        # One batch: the whole photo for the car check, then the make's views (chosen on validation). When the
+        # make reads the whole photo too, its first view is that same input.
+        make_x = self.make_views.inputs(img.pixels)
+        whole_first = self.make_views.center_crop >= 1.0
+        x = make_x if whole_first else np.concatenate([to_photo_input(img.pixels)[None], make_x])
         out = self._photo(self._tf.constant(x))
-        car = float(out["is_car"].numpy()[0, 0])  # the car check reads the photo as it is
-        probs = out["make"].numpy().mean(axis=0).astype(float)
+        car = float(out["is_car"].numpy()[0, 0])
+        probs = out["make"].numpy()[0 if whole_first else 1:].mean(axis=0).astype(float)
         brands = {c: float(p) for c, p in zip(self.make_classes, probs) if c in self.catalog["brands"]}
         other = float(sum(p for c, p in zip(self.make_classes, probs) if c not in self.catalog["brands"]))
         return car >= CAR_THRESHOLD, car, brands, other
