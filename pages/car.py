@@ -63,15 +63,28 @@ with form_col:
     if st.session_state.get("car_model") not in [UNSURE] + models_of:  # a new brand: its most common model
         st.session_state["car_model"] = models_of[0] if models_of else UNSURE
     model_name = st.selectbox("Model", [UNSURE] + models_of, key="car_model")
+    # A newly chosen model brings its own commonest fuel, gearbox, engine and year; the visitor can change them.
+    if st.session_state.get("car_defaults_for") != (brand, model_name):
+        st.session_state["car_defaults_for"] = (brand, model_name)
+        typical = model.typical_details(brand, model_name) if UNSURE not in (brand, model_name) else {}
+        for field, key in (("fuel", "car_fuel"), ("transmission", "car_transmission"),
+                           ("engine_size", "car_engine"), ("year", "car_year")):
+            if field in typical:
+                st.session_state[key] = typical[field]
+    st.session_state.setdefault("car_year", 2017)
+    st.session_state.setdefault("car_mileage", 30_000)
+    st.session_state.setdefault("car_fuel", "Petrol")
+    st.session_state.setdefault("car_transmission", "Manual")
+    st.session_state.setdefault("car_engine", 1.0)
     c1, c2 = st.columns(2)
-    year = c1.number_input("Year", min_value=1900, max_value=2100, value=2017, step=1, key="car_year")
-    mileage = c2.number_input("Mileage (miles)", min_value=-1_000_000, max_value=10_000_000, value=30_000, step=1000,
+    year = c1.number_input("Year", min_value=1900, max_value=2100, step=1, key="car_year")
+    mileage = c2.number_input("Mileage (miles)", min_value=-1_000_000, max_value=10_000_000, step=1000,
                               key="car_mileage")
     c3, c4, c5 = st.columns(3)
-    fuel = c3.selectbox("Fuel", [UNSURE] + catalog["categories"]["fuel"], index=1 + catalog["categories"]["fuel"].index("Petrol"), key="car_fuel")
+    fuel = c3.selectbox("Fuel", [UNSURE] + catalog["categories"]["fuel"], key="car_fuel")
     transmission = c4.selectbox("Transmission", [UNSURE] + catalog["categories"]["transmission"],
-                                index=1 + catalog["categories"]["transmission"].index("Manual"), key="car_transmission")
-    engine = c5.number_input("Engine size (litres)", min_value=0.0, max_value=20.0, value=1.0, step=0.1, format="%.1f",
+                                key="car_transmission")
+    engine = c5.number_input("Engine size (litres)", min_value=0.0, max_value=20.0, step=0.1, format="%.1f",
                              key="car_engine")
     unsure = st.multiselect("Fields I don't know", ["year", "mileage", "engine size"], key="car_unsure")
     use_details = st.toggle("Use these details", value=True, key="car_use_details",

@@ -92,6 +92,17 @@ def test_car_page_prices_the_default_car_and_a_photo(car_photo):
     assert not at.exception and "Make from the photo" in texts(at)
 
 
+def test_choosing_a_model_offers_its_own_commonest_engine_and_fuel():
+    at = page("car", car_brand="BMW", car_model="3 Series")
+    assert not at.exception
+    assert (at.selectbox(key="car_fuel").value, at.number_input(key="car_engine").value) == ("Diesel", 2.0)
+    # the visitor's own change sticks until the model changes again
+    at.number_input(key="car_engine").set_value(3.0).run()
+    assert at.number_input(key="car_engine").value == 3.0
+    at.selectbox(key="car_model").set_value("1 Series").run()
+    assert at.number_input(key="car_engine").value != 3.0
+
+
 def test_a_corrupted_weight_file_disables_only_that_demo(tmp_path, monkeypatch, chest_film):
     from demo_core.settings import weights_dir
     for task in ("xray", "poem", "car"):

@@ -110,6 +110,13 @@ def test_the_fast_tree_walker_equals_sklearn(car_model, data_dir):
         assert np.allclose(FastTrees(trees).predict(X), trees.predict(X), rtol=0, atol=1e-9)
 
 
+def test_typical_details_are_the_models_commonest_listing(car_model):
+    assert car_model.typical_details("Ford", "Fiesta") == {"fuel": "Petrol", "transmission": "Manual",
+                                                           "engine_size": 1.0, "year": 2017}
+    assert car_model.typical_details("BMW", "3 Series")["fuel"] == "Diesel"
+    assert car_model.typical_details("Ford", "Not a model") == {}
+
+
 def test_a_centre_crop_has_equal_margins_so_it_commutes_with_mirroring():
     import numpy as np
     from demo_core.car.photo import center_crop

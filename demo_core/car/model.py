@@ -147,6 +147,17 @@ class CarModel:
         other = float(sum(p for c, p in zip(self.make_classes, probs) if c not in self.catalog["brands"]))
         return car >= CAR_THRESHOLD, car, brands, other
 
+    def typical_details(self, brand: str, model: str) -> dict:
+        """The commonest fuel, gearbox and engine of that model in the listings, and its median year: what a
+        form should offer once the model is chosen (a 1.0-litre 3 Series does not exist, and its price would
+        be a guess far from the data).  Empty for an unknown model."""
+        proto = self.catalog["prototypes"].get(model_key(brand, model))
+        if not proto or not proto["combos"]:
+            return {}
+        fuel, transmission, engine, _ = proto["combos"][0]
+        return {"fuel": fuel, "transmission": transmission, "engine_size": float(engine),
+                "year": int(proto["years"][len(proto["years"]) // 2])}
+
     def what_if(self, details: dict, mileages: list[float], years: list[int]) -> pd.DataFrame:
         """Price over a grid of mileage and year for an otherwise fixed car (for the chart)."""
         rows = []
