@@ -110,6 +110,14 @@ def test_the_fast_tree_walker_equals_sklearn(car_model, data_dir):
         assert np.allclose(FastTrees(trees).predict(X), trees.predict(X), rtol=0, atol=1e-9)
 
 
+def test_a_car_the_listings_never_had_is_priced_with_a_warning(car_model):
+    odd = car_model.predict({**FIESTA, "brand": "BMW", "model": "3 Series", "engine_size": 1.0})
+    assert odd.price > 0 and any("1-litre engine" in w and "extrapolation" in w for w in odd.warnings)
+    electric = car_model.predict({**FIESTA, "fuel": "Electric"})
+    assert any("runs on electric" in w for w in electric.warnings)
+    assert not any("extrapolation" in w for w in car_model.predict(FIESTA).warnings)
+
+
 def test_typical_details_are_the_models_commonest_listing(car_model):
     assert car_model.typical_details("Ford", "Fiesta") == {"fuel": "Petrol", "transmission": "Manual",
                                                            "engine_size": 1.0, "year": 2017}

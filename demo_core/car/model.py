@@ -123,6 +123,7 @@ class CarModel:
         details, warnings = validate(request, self.catalog)
         if details.brand is None:
             raise InputError("Please choose the brand (or add a photo).")
+        warnings += self._outside_the_listings(details)
         rows, weights, filled = self._prototypes(details)
         price, lo, hi = self._pooled(rows, weights)
         lo, hi = self._widened(price, lo, hi, filled)
@@ -130,6 +131,23 @@ class CarModel:
             warnings.append(f"Not given: {', '.join(filled)}; the price averages over typical cars, so the "
                             "interval is wider.")
         return PricePrediction(price, (lo, hi), None, None, None, tuple(warnings), details.given(), tuple(filled))
+
+    def _outside_the_listings(self, d: CarDetails) -> list[str]:
+        """Say so when the model never comes with the given fuel or engine size in the listings: such a price is
+        an extrapolation (the trees still answer, but no listing backs it)."""
+        proto = self.catalog["prototypes"].get(model_key(d.brand, d.model)) if d.model else None
+        if not proto:
+            return []
+        name, out = f"{d.brand} {d.model}", []
+        if d.fuel is not None and "fuels" in proto and d.fuel not in proto["fuels"]:
+            out.append(f"No {name} in the listings runs on {d.fuel.lower()} (only {', '.join(proto['fuels']).lower()}); "
+                       "this price is an extrapolation.")
+        engines = proto.get("engines")
+        if d.engine_size is not None and d.engine_size > 0 and engines and \
+                not engines[0] - 0.05 <= d.engine_size <= engines[1] + 0.05:
+            out.append(f"No {name} in the listings has a {d.engine_size:g}-litre engine (they range "
+                       f"{engines[0]:g}–{engines[1]:g} litres); this price is an extrapolation.")
+        return out
 
     def photo_scores(self, image) -> tuple[bool, float, dict[str, float], float]:
         if self._photo is None:

@@ -47,6 +47,10 @@ def build_catalog(train: pd.DataFrame) -> dict:
             "years": [int(round(v)) for v in np.percentile(g.year, [10, 30, 50, 70, 90])],
             "miles_per_year": float(np.median(g.mileage / age)),
             "combos": [[f, t, (None if e < 0 else float(e)), int(n)] for (f, t, e), n in combos.items()],
+            # what this model comes with in the listings, so a form can say when a request leaves the data
+            "fuels": sorted(g.fuel.unique().tolist()),
+            "engines": [float(e) for e in g.engine_size[g.engine_size > 0].agg(["min", "max"])]
+            if (g.engine_size > 0).any() else None,
         }
     return cat
 
