@@ -101,6 +101,8 @@ def test_choosing_a_model_offers_its_own_commonest_engine_and_fuel():
     assert at.number_input(key="car_engine").value == 3.0
     at.selectbox(key="car_model").set_value("1 Series").run()
     assert at.number_input(key="car_engine").value != 3.0
+    at.selectbox(key="car_model").set_value("i3").run()  # its commonest listing has no engine size
+    assert not at.exception and at.selectbox(key="car_fuel").value == "Hybrid"
 
 
 def test_a_corrupted_weight_file_disables_only_that_demo(tmp_path, monkeypatch, chest_film):

@@ -123,6 +123,8 @@ def test_typical_details_are_the_models_commonest_listing(car_model):
                                                            "engine_size": 1.0, "year": 2017}
     assert car_model.typical_details("BMW", "3 Series")["fuel"] == "Diesel"
     assert car_model.typical_details("Ford", "Not a model") == {}
+    # the commonest BMW i3 listing has no engine size recorded: the form keeps its own
+    assert set(car_model.typical_details("BMW", "i3")) == {"fuel", "transmission", "year"}
 
 
 def test_a_centre_crop_has_equal_margins_so_it_commutes_with_mirroring():

@@ -168,13 +168,15 @@ class CarModel:
     def typical_details(self, brand: str, model: str) -> dict:
         """The commonest fuel, gearbox and engine of that model in the listings, and its median year: what a
         form should offer once the model is chosen (a 1.0-litre 3 Series does not exist, and its price would
-        be a guess far from the data).  Empty for an unknown model."""
+        be a guess far from the data).  Empty for an unknown model; no engine size where the listings lack it."""
         proto = self.catalog["prototypes"].get(model_key(brand, model))
         if not proto or not proto["combos"]:
             return {}
         fuel, transmission, engine, _ = proto["combos"][0]
-        return {"fuel": fuel, "transmission": transmission, "engine_size": float(engine),
-                "year": int(proto["years"][len(proto["years"]) // 2])}
+        typical = {"fuel": fuel, "transmission": transmission, "year": int(proto["years"][len(proto["years"]) // 2])}
+        if engine is not None:
+            typical["engine_size"] = float(engine)
+        return typical
 
     def what_if(self, details: dict, mileages: list[float], years: list[int]) -> pd.DataFrame:
         """Price over a grid of mileage and year for an otherwise fixed car (for the chart)."""
