@@ -141,12 +141,18 @@ def train_keras_price(tr, va, catalog, smoke):
 
 # ----------------------------------------------------------------------------- photos
 
-def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
+def make_metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """Top-1 and per-brand accuracy of predicted make names against the true ones (listing-brand photos)."""
+    return {"make_top1_listing_brands": float((pred == truth).mean()) if len(truth) else None,
+            "make_top1_per_brand": {b: float((pred[truth == b] == b).mean()) for b in PHOTO_BRANDS if (truth == b).any()}}
+
+
+def train_photo(imgs: pd.DataFrame, rgb: list[np.ndarray], smoke: bool, tail_epochs: int = 12):
+    """``imgs, rgb``: the photos and their labels from ``photo_data.load_photos``."""
     import keras
     from keras import layers
     from sklearn.linear_model import LogisticRegression
 
-    imgs, rgb = load_photos(data, smoke)
     base = keras.applications.MobileNetV2(input_shape=(INPUT_SIZE, INPUT_SIZE, 3), include_top=False,
                                           pooling="avg", weights=str(backbone_weights()))
     X = np.stack([to_photo_input(im) for im in rgb])
@@ -175,10 +181,7 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
     te_make = S["test"] & car_mask & np.isin(ym, PHOTO_BRANDS)
 
     def make_test_metrics(pred: np.ndarray) -> dict:
-        """Top-1 and per-brand accuracy of make names predicted for the te_make photos."""
-        truth = ym[te_make]
-        return {"make_top1_listing_brands": float((pred == truth).mean()) if te_make.any() else None,
-                "make_top1_per_brand": {b: float((pred[truth == b] == b).mean()) for b in PHOTO_BRANDS if (truth == b).any()}}
+        return make_metrics(pred, ym[te_make])
 
     best = None
     for C in (0.1, 0.3, 1.0, 3.0):
@@ -255,15 +258,14 @@ def train_photo(data: Path, smoke: bool, tail_epochs: int = 12):
 VIEW_CROPS = (1.0, 0.9, 0.85, 0.8, 0.75)  # centre crops tried for the make, widest first (ties keep the wider)
 
 
-def choose_make_views(model, make_classes: list[str], photo_metrics: dict, data: Path, smoke: bool,
-                      kept: bool) -> tuple[MakeViews, dict]:
+def choose_make_views(model, make_classes: list[str], photo_metrics: dict, imgs: pd.DataFrame,
+                      rgb: list[np.ndarray], kept: bool) -> tuple[MakeViews, dict]:
     """Pick the make's test-time views on validation photos (centre crop x mirror), then read test once.
 
     The make was fine-tuned on random crops, so the whole frame is not necessarily its best view; the car /
     not-car check is not affected (it always reads the whole photo).  ``kept``: the photo model was trained
     before, with figures for other views in ``photo_metrics``; those are kept as an earlier test read.
     """
-    imgs, rgb = load_photos(data, smoke)
     split, ym = imgs.split.to_numpy(), imgs.make.to_numpy()
     listing_make = (imgs.is_car == 1).to_numpy() & np.isin(ym, PHOTO_BRANDS)
     val, test = listing_make & (split == "val"), listing_make & (split == "test")
@@ -293,10 +295,7 @@ def choose_make_views(model, make_classes: list[str], photo_metrics: dict, data:
             {"make_views": before.describe(), "make_top1_listing_brands": photo_metrics["make_top1_listing_brands"],
              "make_top1_per_brand": photo_metrics.get("make_top1_per_brand")}]
     if test.any():
-        pred, truth = predicted(test, views), ym[test]
-        metrics.update({"make_top1_listing_brands": float((pred == truth).mean()),
-                        "make_top1_per_brand": {b: float((pred[truth == b] == b).mean())
-                                                for b in PHOTO_BRANDS if (truth == b).any()}})
+        metrics.update(make_metrics(predicted(test, views), ym[test]))
     metrics["make_views"] = {"chosen": views.to_dict(), "description": views.describe(),
                              "selected_by": "validation make top-1 (listing brands)", "validation_grid": grid}
     return views, metrics
@@ -345,6 +344,7 @@ def main() -> None:
                  "keras_embedding_mlp_mape": P["results"]["keras_mlp"]["test_mape"]}
 
     previous = json.loads((args.out / "card.json").read_text()) if (args.out / "card.json").is_file() else None
+    imgs, rgb = load_photos(data, args.smoke)  # read once: the photo model and its test-time views both use them
     if args.keep_photo:
         import keras
         photo_bytes, (make_classes, photo_metrics, photo_baseline, photo_params, photo_counts) = \
@@ -352,8 +352,8 @@ def main() -> None:
         photo_model = keras.models.load_model(args.out / "photo.keras", compile=False)
     else:
         photo_model, make_classes, photo_metrics, photo_baseline, photo_params, photo_counts = train_photo(
-            data, args.smoke, args.photo_tail_epochs)
-    make_views, photo_metrics = choose_make_views(photo_model, make_classes, photo_metrics, data, args.smoke,
+            imgs, rgb, args.smoke, args.photo_tail_epochs)
+    make_views, photo_metrics = choose_make_views(photo_model, make_classes, photo_metrics, imgs, rgb,
                                                   kept=args.keep_photo)
 
     args.out.mkdir(parents=True, exist_ok=True)
