@@ -5,8 +5,9 @@ set of class probabilities.  A logistic regression over the untouched ImageNet
 features errs differently (it ranks the 7 validation "indeterminate" films
 better than any fine-tuned run so far), so the shipped probabilities blend
 the two: ``w * fine-tuned + (1 - w) * probe``, with the probe's features
-(last layer, six layers, or all seventeen blocks from low to high), regularisation and ``w`` chosen on validation by accuracy + macro AUC, the same rule that
-picked the fine-tuned epoch.  The test split is read once, for the chosen blend.
+(last layer, six layers, or all seventeen blocks from low to high), its
+regularisation and ``w`` chosen on validation by accuracy + macro AUC, the
+same rule that picked the fine-tuned epoch.  The test split is read once, for the chosen blend.
 
     python training/xray_probe.py       # about 8 min on 2 CPU cores; rewrites probe.keras and the card
     python training/xray_probe.py --smoke --out DIR   (DIR holds a smoke model.keras and card.json)
