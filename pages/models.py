@@ -62,6 +62,10 @@ with tabs[0]:
             ("gate: chest X-rays accepted", fmt(g.get("test_chest_xrays_accepted")), "≥ 0.98", ""),
             ("gate: photos/documents refused", fmt(g.get("test_negatives_refused")), "≥ 0.99", ""),
         ]), hide_index=True)
+        if card.get("ensemble", {}).get("probe_refit"):
+            st.caption("The probe member's features, regularisation and blend weight were chosen on validation; its "
+                       "head was then fitted again on the training and validation films. The fine-tuned member, "
+                       "the gate and the boxes learnt from the training films only.")
         for read in card["metrics"].get("earlier_test_reads", []):
             st.caption(f"Also read on the same test split before this blend was chosen: {read['design']}: accuracy "
                        f"{fmt(read['accuracy'])}, macro AUC {fmt(read['macro_auc'])}, ieee8023 "
@@ -104,6 +108,15 @@ with tabs[1]:
             ("80 % interval coverage, text only", fmt(s.get("year_interval_coverage_text_only")), "0.75–0.85", ""),
             ("80 % interval coverage, with author", fmt(s.get("year_interval_coverage_with_author")), "0.75–0.85", ""),
         ]), hide_index=True)
+        refit = s.get("refit")
+        if refit:
+            before = tests.get(shipped.split(",")[0], {}).get("topics", {})
+            st.caption(f"The shipped topic heads were trained again on the training and validation poems "
+                       f"({refit['topic_poems']:,}) with the design, epochs and thresholds that validation had chosen "
+                       f"for heads trained on the training poems alone; those heads read top-1 "
+                       f"{fmt(before.get('top1_accuracy'))} on this test split. The year parts are the train-only ones.")
+        for read in card["metrics"].get("earlier_test_reads", []):
+            st.caption(f"Also read on the same test poems: {read['design']}: top-1 {fmt(read['top1_accuracy'])}.")
         by_seen = s.get("year_by_author_seen")
         if by_seen:
             st.write("Text-only year, by whether the poet has dated poems in the training split:")
