@@ -124,10 +124,11 @@ def four_class_rows(clf) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarray]) -> dict:
+def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarray], refit: bool = True) -> dict:
     """Fit, choose and export the probe member next to ``folder/model.keras``; update the card.
 
-    ``df`` is the X-ray manifest with its split; ``images`` maps each split to its model inputs.
+    ``df`` is the X-ray manifest with its split; ``images`` maps each split to its model inputs. With ``refit``
+    the chosen head is trained again on the training and validation films before the test read.
     """
     import keras
     from train_xray import classification_metrics
@@ -161,6 +162,13 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
                     best = (score, design, c, w, rows)
     _, design, c, w, rows = best
     print(f"probe member: {design} features, C={c}, fine-tuned weight {w}", flush=True)
+    if refit:
+        # Validation chose the features, C and the blend weight; the shipped head then learns from the
+        # validation films too. A learning curve on validation (the chosen blend with the head trained on 60 / 80 /
+        # 100 % of the training films: accuracy 0.818 / 0.824 / 0.838, means over three subsets) says 433 more
+        # films are worth having. The fine-tuned member, the gate and the boxes are unchanged.
+        both = lambda part: np.concatenate([part("train"), part("val")])  # noqa: E731
+        rows = fit_head(both(lambda s: feats(design, s)), both(lambda s: y[s]), c, DESIGNS[design]["standardise"])
 
     # ---- the single test read, for the chosen blend (and both members, for the card)
     p_probe_te = softmax(feats(design, "test") @ rows[0] + rows[1])
@@ -177,7 +185,8 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
         old = card["ensemble"]
         card["metrics"].setdefault("earlier_test_reads", []).append({
             "design": f"{old.get('probe_features', 'last_layer').replace('_', '-')} probe, C={old['probe_C']}, "
-                      f"fine-tuned weight {old['finetuned_weight']}",
+                      f"fine-tuned weight {old['finetuned_weight']}"
+                      f"{', head refit on train + val' if old.get('probe_refit') else ''}",
             "accuracy": test["accuracy"], "macro_auc": test["macro_auc"],
             "ieee8023_accuracy": test["accuracy_per_source"].get("ieee8023", {}).get("accuracy")})
     test.update({k: blend[k] for k in blend})  # opacity AP and counts stay: the box head is unchanged
@@ -186,8 +195,11 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
                         "probe_layers": list(DESIGNS[design]["layers"]),
                         "probe_standardised": DESIGNS[design]["standardise"],
                         "selected_by": "validation accuracy + macro AUC",
+                        "probe_refit": refit,
                         "probe_training": "logistic regression on frozen ImageNet MobileNetV2 average-pooled "
-                                          "features of the training films (no augmentation)",
+                                          "features of the training films (no augmentation)"
+                                          + ("; chosen on validation, then fitted again on the training and "
+                                             "validation films" if refit else ""),
                         "validation_grid": grid}
     card["architecture"] = (
         "Two MobileNetV2 members at 224x224. Fine-tuned (ImageNet start, BatchNorm frozen): softmax head on pooled "
@@ -205,12 +217,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--no-refit", dest="refit", action="store_false",
+                    help="ship the probe head fitted on the training films alone")
     args = ap.parse_args()
     seed_everything(0)
     from train_xray import load_manifest, model_inputs
     data = require_data()
     df = load_manifest(data, smoke=args.smoke)
-    add_probe_member(args.out, df, {s: model_inputs(data, df[df.split == s]) for s in ("train", "val", "test")})
+    add_probe_member(args.out, df, {s: model_inputs(data, df[df.split == s]) for s in ("train", "val", "test")},
+                     refit=args.refit)
 
 
 if __name__ == "__main__":
