@@ -67,7 +67,7 @@ with tabs[0]:
                        "head was then fitted again on the training and validation films. The fine-tuned member, "
                        "the gate and the boxes learnt from the training films only.")
         for read in card["metrics"].get("earlier_test_reads", []):
-            st.caption(f"Also read on the same test split before this blend was chosen: {read['design']}: accuracy "
+            st.caption(f"Read earlier on the same test split (not shipped): {read['design']}: accuracy "
                        f"{fmt(read['accuracy'])}, macro AUC {fmt(read['macro_auc'])}, ieee8023 "
                        f"{fmt(read['ieee8023_accuracy'])}.")
         c1, c2 = st.columns(2)
