@@ -35,7 +35,7 @@ def summarize(times_s: list[float]) -> dict:
             "p95_ms": round(ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))], 1)}
 
 
-def timed(fn, requests, warmup: int = 3) -> dict:
+def timed(fn, requests, warmup: int = 10) -> dict:  # TensorFlow's CPU kernels settle over the first calls
     for r in requests[:warmup]:
         fn(r)
     times = []

@@ -94,7 +94,7 @@ with st.expander("What was done to the image"):
     st.write(f"Format: **{image.source_format}**, {image.size[0]} × {image.size[1]} px")
     for step in image.steps or ("no conversion needed",):
         st.write(f"- {step}")
-    st.write("- resized (squashed) to 224 × 224 grayscale for the model; boxes are mapped back to your image")
+    st.write(f"- {model.input_description()}")
     safe = {k: v for k, v in image.info.items() if k not in ("width", "height")}
     if safe:
         st.json(safe)

@@ -9,7 +9,6 @@ from demo_core.errors import InputError
 from demo_core.examples import as_dicom
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES
-from demo_core.xray.preprocess import to_model_input
 from conftest import png_bytes
 
 
@@ -25,11 +24,18 @@ def test_probabilities_blend_the_two_members_with_the_cards_weight(xray_model, c
     # the shipped answer is w * fine-tuned + (1 - w) * ImageNet probe, w chosen on validation
     w = xray_model.card["ensemble"]["finetuned_weight"]
     assert 0 <= w <= 1 and xray_model.finetuned_weight == w
-    x = xray_model._tf.constant(to_model_input(load_image(chest_film).gray())[None])
-    out = xray_model._forward(x)
+    out = xray_model._forward(*xray_model.member_inputs(load_image(chest_film)))
     finetuned, probe = out["probabilities"].numpy()[0], out["probe_probabilities"].numpy()[0]
     got = np.array(list(xray_model.predict(chest_film).probabilities.values()))
     np.testing.assert_allclose(got, w * finetuned + (1 - w) * probe, atol=1e-5)
+
+
+def test_each_member_reads_the_film_at_its_own_size(xray_model, chest_film):
+    # the fine-tuned member reads 224 px; the probe reads the size validation chose for it (in the card)
+    x, x_probe = xray_model.member_inputs(load_image(chest_film))
+    size = xray_model.card["ensemble"].get("probe_input_size", 224)
+    assert tuple(x.shape) == (1, 224, 224, 3) and tuple(x_probe.shape) == (1, size, size, 3)
+    assert str(size) in xray_model.input_description()
 
 
 def test_boxes_lie_inside_the_image(xray_model, data_dir):

@@ -54,9 +54,14 @@ def read_gray(path: Path) -> np.ndarray:
     return img
 
 
+def film_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
+    """The films of ``part``, 8-bit grayscale at their own size."""
+    return [read_gray(data / "cxr" / f) for f in part.file]
+
+
 def model_inputs(data: Path, part: pd.DataFrame) -> np.ndarray:
     """The films of ``part`` as the app feeds them to the model (full file, squashed to 224 px)."""
-    return np.stack([to_model_input(read_gray(data / "cxr" / f)) for f in part.file])
+    return np.stack([to_model_input(g) for g in film_grays(data, part)])
 
 
 # ----------------------------------------------------------------------------- model
@@ -287,8 +292,9 @@ def main() -> None:
     }
     write_card(args.out, card)
     # The class probabilities ship as a blend with a frozen-ImageNet probe, chosen on validation.
-    from xray_probe import add_probe_member
-    add_probe_member(args.out, df, {"train": model_inputs(data, tr), "val": xva, "test": xte})
+    from xray_probe import PROBE_SIZES, SMOKE_SIZES, add_probe_member
+    add_probe_member(args.out, df, {s: film_grays(data, df[df.split == s]) for s in ("train", "val", "test")},
+                     sizes=SMOKE_SIZES if args.smoke else PROBE_SIZES)
     print("wrote", args.out, flush=True)
 
 

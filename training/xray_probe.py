@@ -4,12 +4,14 @@ The fine-tuned model (train_xray.py) gives the opacity boxes, the gate and one
 set of class probabilities.  A logistic regression over the untouched ImageNet
 features errs differently (it ranks the 7 validation "indeterminate" films
 better than any fine-tuned run so far), so the shipped probabilities blend
-the two: ``w * fine-tuned + (1 - w) * probe``, with the probe's features
-(last layer, six layers, or all seventeen blocks from low to high), its
-regularisation and ``w`` chosen on validation by accuracy + macro AUC, the
-same rule that picked the fine-tuned epoch.  The test split is read once, for the chosen blend.
+the two: ``w * fine-tuned + (1 - w) * probe``, with the probe's input size
+(224 or 288 px, capped by speed), its features (last layer, six layers, or all seventeen blocks
+from low to high), its regularisation and ``w`` chosen on validation by
+accuracy + macro AUC, the same rule that picked the fine-tuned epoch.  The
+chosen head is then fitted again on the training and validation films, and
+the test split is read once, for that blend.
 
-    python training/xray_probe.py       # about 8 min on 2 CPU cores; rewrites probe.keras and the card
+    python training/xray_probe.py       # about 15 min on 2 CPU cores; rewrites probe.keras and the card
     python training/xray_probe.py --smoke --out DIR   (DIR holds a smoke model.keras and card.json)
 
 train_xray.py runs the same step at its end, so a full run reproduces both files.
@@ -29,7 +31,7 @@ from common import ROOT, backbone_weights, linear_rows, require_data, seed_every
 
 from demo_core.xray import labels as L
 from demo_core.xray.model import PROBE_FILE
-from demo_core.xray.preprocess import INPUT_SIZE
+from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
 
 LAST = "out_relu"
 # Which frozen features the head reads.  Mid-level ImageNet features carry texture and edges that
@@ -45,6 +47,16 @@ DESIGNS = {
     "all_blocks": {"layers": tuple(f"block_{i}_expand_relu" for i in range(1, 17)) + (LAST,),
                    "standardise": True, "C": (0.0002, 0.0005, 0.001, 0.002, 0.005)},
 }
+# Input sizes tried for the probe. The fine-tuned member reads 224 px; the frozen ImageNet features were
+# never adapted to that size, and at a larger one each feature sees a smaller patch of lung. The largest size
+# is capped by speed: a whole X-ray request must stay 5x faster than a VGG19 forward pass (bench/run.py), with
+# room for a noisy machine. Requests per VGG19 pass on 2 cores: 224 px 7.4x / 7.6x, 288 px 5.5x / 6.0x,
+# 320 px 5.2x / 5.6x after 3 warm-up calls but 5.0x in steady state, 384 px 4.0x. Validation kept improving
+# with size (accuracy / macro AUC of the blend: 224 px 0.838 / 0.934, 288 px 0.838 / 0.944, 320 px
+# 0.855 / 0.953, 384 px 0.871 / 0.955); the 384 and 320 px probes were each read on test once before their
+# speed was measured in steady state (card: metrics.earlier_test_reads), and neither ships.
+PROBE_SIZES = (224, 288)
+SMOKE_SIZES = (224, 256)
 W_GRID = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))  # weight of the fine-tuned member
 
 
@@ -57,33 +69,39 @@ def describe_layers(names) -> str:
     return f"the expanded features of blocks {listed} and the last layer"
 
 
-def imagenet_backbone(keras):
-    backbone = keras.applications.MobileNetV2(input_tensor=keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="image"),
+def imagenet_backbone(keras, size: int = INPUT_SIZE):
+    backbone = keras.applications.MobileNetV2(input_tensor=keras.Input((size, size, 3), name="image"),
                                               include_top=False, weights=None)
     backbone.load_weights(str(backbone_weights()))
     return backbone
 
 
-def probe_backbone(keras, layer_names=(LAST,)):
-    """Frozen ImageNet MobileNetV2: the average-pooled ``layer_names`` (concatenated in that order) for the
-    head, and the last 7x7 map for attention."""
+def probe_backbone(keras, layer_names=(LAST,), size: int = INPUT_SIZE):
+    """Frozen ImageNet MobileNetV2 reading ``size`` px films: the average-pooled ``layer_names`` (concatenated
+    in that order) for the head, and the last feature map for attention."""
     from keras import layers
-    backbone = imagenet_backbone(keras)
+    backbone = imagenet_backbone(keras, size)
     pooled = [layers.GlobalAveragePooling2D()(backbone.get_layer(n).output) for n in layer_names]
     pooled = pooled[0] if len(pooled) == 1 else layers.Concatenate()(pooled)
     return keras.Model(backbone.input, {"pooled": pooled, "features": backbone.get_layer(LAST).output})
 
 
-def pooled_per_layer(keras, images: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Split -> layer -> average-pooled features, every layer any design reads, in one pass per split."""
+def batches_at(films: list[np.ndarray], size: int, batch: int = 64):
+    """Model inputs at ``size`` px, a batch at a time (a whole split at 384 px would take gigabytes)."""
+    for i in range(0, len(films), batch):
+        yield np.stack([to_model_input(g, size) for g in films[i:i + batch]])
+
+
+def pooled_per_layer(keras, films: dict[str, list[np.ndarray]], size: int) -> dict[str, dict[str, np.ndarray]]:
+    """Split -> layer -> average-pooled features at ``size`` px, every layer any design reads, one pass a split."""
     from keras import layers
     names = sorted({n for d in DESIGNS.values() for n in d["layers"]})
-    backbone = imagenet_backbone(keras)
+    backbone = imagenet_backbone(keras, size)
     model = keras.Model(backbone.input, {n: layers.GlobalAveragePooling2D()(backbone.get_layer(n).output)
                                          for n in names})
     out = {}
-    for split, x in images.items():
-        parts = [model(x[i:i + 64], training=False) for i in range(0, len(x), 64)]
+    for split, grays in films.items():
+        parts = [model(x, training=False) for x in batches_at(grays, size)]
         out[split] = {n: np.concatenate([keras.ops.convert_to_numpy(p[n]) for p in parts]) for n in names}
     return out
 
@@ -124,74 +142,76 @@ def four_class_rows(clf) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarray], refit: bool = True) -> dict:
+def add_probe_member(folder: Path, df: pd.DataFrame, films: dict[str, list[np.ndarray]], refit: bool = True,
+                     sizes: tuple[int, ...] = PROBE_SIZES) -> dict:
     """Fit, choose and export the probe member next to ``folder/model.keras``; update the card.
 
-    ``df`` is the X-ray manifest with its split; ``images`` maps each split to its model inputs. With ``refit``
-    the chosen head is trained again on the training and validation films before the test read.
+    ``df`` is the X-ray manifest with its split; ``films`` maps each split to its 8-bit grayscale films. The
+    probe's input size, features, C and blend weight are chosen on validation; with ``refit`` the chosen head
+    is then trained again on the training and validation films before the test read.
     """
     import keras
     from train_xray import classification_metrics
 
     finetuned = keras.models.load_model(folder / "model.keras", compile=False)
-
-    def run(model, x, key):
-        return np.concatenate([keras.ops.convert_to_numpy(model(x[i:i + 64], training=False)[key])
-                               for i in range(0, len(x), 64)])
-
     parts = {s: df[df.split == s] for s in ("train", "val", "test")}
-    per_layer = pooled_per_layer(keras, images)
-    p_ft = {s: run(finetuned, images[s], "probabilities") for s in ("val", "test")}
+    p_ft = {s: np.concatenate([keras.ops.convert_to_numpy(finetuned(x, training=False)["probabilities"])
+                               for x in batches_at(films[s], INPUT_SIZE)]) for s in ("val", "test")}
     y = {s: parts[s].y.to_numpy() for s in parts}
     src = {s: parts[s].source.to_numpy() for s in parts}
 
-    def feats(design: str, split: str) -> np.ndarray:
-        return np.concatenate([per_layer[split][n] for n in DESIGNS[design]["layers"]], axis=1)
+    grid, best, per_size = [], None, {}
+    for size in sizes:
+        per_size[size] = pooled_per_layer(keras, films, size)
+        for design, spec in DESIGNS.items():
+            x_tr, x_va = (np.concatenate([per_size[size][s][n] for n in spec["layers"]], axis=1) for s in ("train", "val"))
+            for c in spec["C"]:
+                rows = fit_head(x_tr, y["train"], c, spec["standardise"])
+                p_probe = softmax(x_va @ rows[0] + rows[1])
+                for w in W_GRID:
+                    m = classification_metrics(y["val"], w * p_ft["val"] + (1 - w) * p_probe, src["val"])
+                    score = m["accuracy"] + m["macro_auc"]
+                    grid.append({"input_size": size, "features": design, "C": c, "finetuned_weight": w,
+                                 "val_accuracy": m["accuracy"], "val_macro_auc": m["macro_auc"]})
+                    if best is None or score > best[0]:
+                        best = (score, size, design, c, w, rows)
+    _, size, design, c, w, rows = best
+    print(f"probe member: {design} features at {size} px, C={c}, fine-tuned weight {w}", flush=True)
 
-    grid, best = [], None
-    for design, spec in DESIGNS.items():
-        for c in spec["C"]:
-            rows = fit_head(feats(design, "train"), y["train"], c, spec["standardise"])
-            p_probe = softmax(feats(design, "val") @ rows[0] + rows[1])
-            for w in W_GRID:
-                m = classification_metrics(y["val"], w * p_ft["val"] + (1 - w) * p_probe, src["val"])
-                score = m["accuracy"] + m["macro_auc"]
-                grid.append({"features": design, "C": c, "finetuned_weight": w, "val_accuracy": m["accuracy"],
-                             "val_macro_auc": m["macro_auc"]})
-                if best is None or score > best[0]:
-                    best = (score, design, c, w, rows)
-    _, design, c, w, rows = best
-    print(f"probe member: {design} features, C={c}, fine-tuned weight {w}", flush=True)
+    def feats(split: str) -> np.ndarray:
+        return np.concatenate([per_size[size][split][n] for n in DESIGNS[design]["layers"]], axis=1)
     if refit:
         # Validation chose the features, C and the blend weight; the shipped head then learns from the
         # validation films too. A learning curve on validation (the chosen blend with the head trained on 60 / 80 /
         # 100 % of the training films: accuracy 0.818 / 0.824 / 0.838, means over three subsets) says 433 more
         # films are worth having. The fine-tuned member, the gate and the boxes are unchanged.
-        both = lambda part: np.concatenate([part("train"), part("val")])  # noqa: E731
-        rows = fit_head(both(lambda s: feats(design, s)), both(lambda s: y[s]), c, DESIGNS[design]["standardise"])
+        rows = fit_head(np.concatenate([feats("train"), feats("val")]), np.concatenate([y["train"], y["val"]]),
+                        c, DESIGNS[design]["standardise"])
 
     # ---- the single test read, for the chosen blend (and both members, for the card)
-    p_probe_te = softmax(feats(design, "test") @ rows[0] + rows[1])
+    p_probe_te = softmax(feats("test") @ rows[0] + rows[1])
     blend = classification_metrics(y["test"], w * p_ft["test"] + (1 - w) * p_probe_te, src["test"])
     members = {"finetuned": classification_metrics(y["test"], p_ft["test"], src["test"]),
                "imagenet_probe": classification_metrics(y["test"], p_probe_te, src["test"])}
     print(json.dumps({k: blend[k] for k in ("accuracy", "macro_auc")}), flush=True)
 
-    export_probe(keras, probe_backbone(keras, DESIGNS[design]["layers"]), *rows).save(folder / PROBE_FILE)
+    export_probe(keras, probe_backbone(keras, DESIGNS[design]["layers"], size), *rows).save(folder / PROBE_FILE)
     card = json.loads((folder / "card.json").read_text())
     card.pop("files", None)
     test = card["metrics"]["test"]
     if "ensemble" in card:  # a blend shipped before was read on test too: keep its figures beside the new ones
         old = card["ensemble"]
         card["metrics"].setdefault("earlier_test_reads", []).append({
-            "design": f"{old.get('probe_features', 'last_layer').replace('_', '-')} probe, C={old['probe_C']}, "
+            "design": f"{old.get('probe_features', 'last_layer').replace('_', '-')} probe"
+                      f"{' at ' + str(old['probe_input_size']) + ' px' if old.get('probe_input_size') else ''}, "
+                      f"C={old['probe_C']}, "
                       f"fine-tuned weight {old['finetuned_weight']}"
                       f"{', head refit on train + val' if old.get('probe_refit') else ''}",
             "accuracy": test["accuracy"], "macro_auc": test["macro_auc"],
             "ieee8023_accuracy": test["accuracy_per_source"].get("ieee8023", {}).get("accuracy")})
     test.update({k: blend[k] for k in blend})  # opacity AP and counts stay: the box head is unchanged
     card["metrics"]["test_members"] = members
-    card["ensemble"] = {"finetuned_weight": w, "probe_C": c, "probe_features": design,
+    card["ensemble"] = {"finetuned_weight": w, "probe_C": c, "probe_features": design, "probe_input_size": size,
                         "probe_layers": list(DESIGNS[design]["layers"]),
                         "probe_standardised": DESIGNS[design]["standardise"],
                         "selected_by": "validation accuracy + macro AUC",
@@ -201,16 +221,24 @@ def add_probe_member(folder: Path, df: pd.DataFrame, images: dict[str, np.ndarra
                                           + ("; chosen on validation, then fitted again on the training and "
                                              "validation films" if refit else ""),
                         "validation_grid": grid}
-    card["architecture"] = (
-        "Two MobileNetV2 members at 224x224. Fine-tuned (ImageNet start, BatchNorm frozen): softmax head on pooled "
-        "7x7 features, CenterNet-style opacity head (14x14 heat map + box size) on a 2-level feature pyramid, "
-        "logistic-regression gate on pooled features. Frozen ImageNet probe: logistic regression on "
-        f"average-pooled features of {describe_layers(DESIGNS[design]['layers'])}"
-        f"{' (standardised)' if DESIGNS[design]['standardise'] else ''}. Class probabilities = {w:g} x fine-tuned + {1 - w:g} x probe (chosen on validation). "
-        "Attention = the members' class activation maps on their last 7x7 layer, weighted the same way "
-        "(equal to Grad-CAM at that layer for a GAP + linear head).")
+    card["architecture"] = architecture(card["ensemble"])
     write_card(folder, card)
     return card
+
+
+def architecture(ensemble: dict) -> str:
+    """The card's one-paragraph description of both members, from the probe choices kept in the card."""
+    size, w = ensemble.get("probe_input_size", INPUT_SIZE), ensemble["finetuned_weight"]
+    grid = size // 32
+    return (
+        "Two MobileNetV2 members. Fine-tuned, reading 224x224 (ImageNet start, BatchNorm frozen): softmax head on "
+        "pooled 7x7 features, CenterNet-style opacity head (14x14 heat map + box size) on a 2-level feature pyramid, "
+        f"logistic-regression gate on pooled features. Frozen ImageNet probe, reading {size}x{size}: logistic "
+        f"regression on average-pooled features of {describe_layers(ensemble['probe_layers'])}"
+        f"{' (standardised)' if ensemble['probe_standardised'] else ''}. Class probabilities = {w:g} x fine-tuned + "
+        f"{1 - w:g} x probe (chosen on validation). Attention = each member's class activation map on its last "
+        f"feature map (7x7 and {grid}x{grid}), brought to the film's size and weighted the same way (equal to "
+        "Grad-CAM at that layer for a GAP + linear head).")
 
 
 def main() -> None:
@@ -221,11 +249,11 @@ def main() -> None:
                     help="ship the probe head fitted on the training films alone")
     args = ap.parse_args()
     seed_everything(0)
-    from train_xray import load_manifest, model_inputs
+    from train_xray import film_grays, load_manifest
     data = require_data()
     df = load_manifest(data, smoke=args.smoke)
-    add_probe_member(args.out, df, {s: model_inputs(data, df[df.split == s]) for s in ("train", "val", "test")},
-                     refit=args.refit)
+    add_probe_member(args.out, df, {s: film_grays(data, df[df.split == s]) for s in ("train", "val", "test")},
+                     refit=args.refit, sizes=SMOKE_SIZES if args.smoke else PROBE_SIZES)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..intake import LoadedImage, load_image
 from .boxes import decode_boxes
 from .labels import CLASSES
-from .preprocess import to_model_input
+from .preprocess import INPUT_SIZE, to_model_input
 
 # Colour photos are refused before the gate: radiographs are grey.
 PROBE_FILE = "probe.keras"
@@ -75,16 +75,19 @@ class XrayModel:
         self._class_weights = keras_model.get_layer("class_logits").get_weights()[0]  # (1280, 4)
         self._tf = _tf.tf()
         # autograph=False: nothing to convert, and autograph writes generated source to a temp dir
+        # The probe reads the film at its own size (chosen on validation; larger than the fine-tuned member's
+        # 224 px when the frozen ImageNet features see more of the lungs' texture that way).
+        self.probe_size = int(probe_model.input_shape[1]) if probe_model is not None else None
         if probe_model is not None:
             # The probe's head may read several pooled layers; the last layer comes last, and its rows
-            # are the ones that map onto the 7x7 features the attention map is drawn from.
+            # are the ones that map onto the last feature map the attention map is drawn from.
             channels = probe_model.output["features"].shape[-1]
             self._probe_weights = probe_model.get_layer("probe_logits").get_weights()[0][-channels:]
 
-        def forward(x):
+        def forward(x, x_probe):
             out = dict(self.model(x, training=False))
             if probe_model is not None:
-                probe = probe_model(x, training=False)
+                probe = probe_model(x_probe, training=False)
                 out.update(probe_probabilities=probe["probabilities"], probe_features=probe["features"])
             return out
 
@@ -99,9 +102,22 @@ class XrayModel:
         image = source if isinstance(source, LoadedImage) else load_image(source, name=name)
         return self.predict_image(image)
 
+    def input_description(self) -> str:
+        """How the film is resized for the members, in words for the page."""
+        text = f"resized (squashed) to {INPUT_SIZE} × {INPUT_SIZE} grayscale for the fine-tuned model"
+        if self.probe_size and self.probe_size != INPUT_SIZE:
+            text += f" and to {self.probe_size} × {self.probe_size} for the ImageNet probe"
+        return text + "; boxes are mapped back to your image"
+
+    def member_inputs(self, image: LoadedImage) -> tuple:
+        """The film as each member reads it: (fine-tuned member's input, probe's input), batches of one."""
+        gray = image.gray()
+        x = to_model_input(gray)[None]
+        x_probe = x if self.probe_size in (None, x.shape[1]) else to_model_input(gray, self.probe_size)[None]
+        return self._tf.constant(x), self._tf.constant(x_probe)
+
     def predict_image(self, image: LoadedImage) -> XrayPrediction:
-        x = self._tf.constant(to_model_input(image.gray())[None])
-        out = self._forward(x)
+        out = self._forward(*self.member_inputs(image))
         probs = out["probabilities"].numpy()[0].astype(float)
         features = (out["features"].numpy()[0],)
         if "probe_probabilities" in out:
@@ -141,12 +157,18 @@ class XrayModel:
         if prediction._features is None:
             raise InputError("No features kept for this prediction.")
         k = CLASSES.index(class_name or prediction.label)
-        cam = _unit(np.maximum(prediction._features[0] @ self._class_weights[:, k], 0))
-        if len(prediction._features) > 1:
-            probe_cam = _unit(np.maximum(prediction._features[1] @ self._probe_weights[:, k], 0))
-            cam = _unit(self.finetuned_weight * cam + (1 - self.finetuned_weight) * probe_cam)
         w, h = prediction.image_size
-        return cv2.resize(cam.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+        def at_image_size(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            # each member's map on its own grid (7x7 at 224 px, 10x10 at 320), brought to the film's size
+            cam = _unit(np.maximum(features @ weights[:, k], 0)).astype(np.float32)
+            return cv2.resize(cam, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+        cam = at_image_size(prediction._features[0], self._class_weights)
+        if len(prediction._features) > 1:
+            probe_cam = at_image_size(prediction._features[1], self._probe_weights)
+            cam = _unit(self.finetuned_weight * cam + (1 - self.finetuned_weight) * probe_cam)
+        return cam.clip(0, 1)
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
