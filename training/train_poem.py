@@ -284,8 +284,12 @@ def main() -> None:
     tfidf = TfidfVectorizer(min_df=2, max_features=30000, sublinear_tf=True, token_pattern=r"\S+", lowercase=False)
     tfidf.fit([d_ for d_, m in zip(docs, S["train"]) if m])
     X = tfidf.transform(docs)
-    tfidf_lr = OneVsRestClassifier(LogisticRegression(C=4, max_iter=2000 if not args.smoke else 100)).fit(
-        X[tsel["train"]], Y[tsel["train"]])
+
+    def tfidf_topic_heads(rows):
+        return OneVsRestClassifier(LogisticRegression(C=4, max_iter=2000 if not args.smoke else 100)).fit(
+            X[rows], Y[rows])
+
+    tfidf_lr = tfidf_topic_heads(tsel["train"])
     P["tfidf"] = tfidf_lr.predict_proba(X)
     P["ensemble3"] = (P["original"] + P["minilm"] + P["tfidf"]) / 3
     Yr = {"original": m_orig_y.predict(ids, verbose=0)[:, 0] * YEAR_STD + YEAR_MEAN,
@@ -394,8 +398,7 @@ def main() -> None:
             style_arrays["topic_coef"], style_arrays["topic_intercept"] = style_topic_heads(Xs, Y, rows, args.smoke)
             final["style"] = StyleHeads(style_vecs["word"], style_vecs["char"], style_arrays).topic_probabilities(Xs)
         if "tfidf" in DESIGN_MEMBERS[choose]:
-            tfidf_lr = OneVsRestClassifier(LogisticRegression(C=4, max_iter=2000 if not args.smoke else 100)).fit(
-                X[rows], Y[rows])
+            tfidf_lr = tfidf_topic_heads(rows)
             final["tfidf"] = tfidf_lr.predict_proba(X)
         P_final = np.mean([final[m] for m in sorted(DESIGN_MEMBERS[choose])], axis=0)
         shipped_key = f"{choose}, topic heads refit on train + val"
