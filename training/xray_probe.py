@@ -5,7 +5,7 @@ set of class probabilities.  A logistic regression over the untouched ImageNet
 features errs differently (it ranks the 7 validation "indeterminate" films
 better than any fine-tuned run so far), so the shipped probabilities blend
 the two: ``w * fine-tuned + (1 - w) * probe``, with the probe's input size
-(224 or 288 px, capped by speed), its features (last layer, six layers, or all seventeen blocks
+(224 to 384 px, capped by speed), its features (last layer, six layers, or all seventeen blocks
 from low to high), its regularisation and ``w`` chosen on validation by
 accuracy + macro AUC, the same rule that picked the fine-tuned epoch.  The
 chosen head is then fitted again on the training and validation films, and
@@ -29,6 +29,7 @@ import pandas as pd
 
 from common import ROOT, backbone_weights, linear_rows, require_data, seed_everything, softmax, write_card
 
+from demo_core.bn_folding import fold_batch_norms
 from demo_core.xray import labels as L
 from demo_core.xray.model import PROBE_FILE
 from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
@@ -50,12 +51,13 @@ DESIGNS = {
 # Input sizes tried for the probe. The fine-tuned member reads 224 px; the frozen ImageNet features were
 # never adapted to that size, and at a larger one each feature sees a smaller patch of lung. The largest size
 # is capped by speed: a whole X-ray request must stay 5x faster than a VGG19 forward pass (bench/run.py), with
-# room for a noisy machine. Requests per VGG19 pass on 2 cores: 224 px 7.4x / 7.6x, 288 px 5.5x / 6.0x,
-# 320 px 5.2x / 5.6x after 3 warm-up calls but 5.0x in steady state, 384 px 4.0x. Validation kept improving
-# with size (accuracy / macro AUC of the blend: 224 px 0.838 / 0.934, 288 px 0.838 / 0.944, 320 px
-# 0.855 / 0.953, 384 px 0.871 / 0.955); the 384 and 320 px probes were each read on test once before their
-# speed was measured in steady state (card: metrics.earlier_test_reads), and neither ships.
-PROBE_SIZES = (224, 288)
+# room for a noisy machine. With the batch norms folded into the convolutions at load time
+# (demo_core/bn_folding.py), requests per VGG19 pass on 2 cores in steady state: 288 px 8.4x, 320 px 7.8x,
+# 384 px 6.4x, 448 px 5.3x (too close to 5x to ship). Before folding 320 px was 5.0x and 384 px 4.0x, and the
+# grid stopped at 288 px; the 384 and 320 px probes had each been read on test once then (card:
+# metrics.earlier_test_reads). Validation so far kept improving with size (accuracy / macro AUC of the blend:
+# 224 px 0.838 / 0.934, 288 px 0.838 / 0.944, 320 px 0.855 / 0.953, 384 px 0.871 / 0.955).
+PROBE_SIZES = (224, 288, 320, 384)
 SMOKE_SIZES = (224, 256)
 W_GRID = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))  # weight of the fine-tuned member
 
@@ -97,8 +99,8 @@ def pooled_per_layer(keras, films: dict[str, list[np.ndarray]], size: int) -> di
     from keras import layers
     names = sorted({n for d in DESIGNS.values() for n in d["layers"]})
     backbone = imagenet_backbone(keras, size)
-    model = keras.Model(backbone.input, {n: layers.GlobalAveragePooling2D()(backbone.get_layer(n).output)
-                                         for n in names})
+    model = fold_batch_norms(keras.Model(backbone.input, {n: layers.GlobalAveragePooling2D()(
+        backbone.get_layer(n).output) for n in names}))  # the served graph, and a third faster
     out = {}
     for split, grays in films.items():
         parts = [model(x, training=False) for x in batches_at(grays, size)]
@@ -240,7 +242,8 @@ def architecture(ensemble: dict) -> str:
         f"{' (standardised)' if ensemble['probe_standardised'] else ''}. Class probabilities = {w:g} x fine-tuned + "
         f"{1 - w:g} x probe (chosen on validation). Attention = each member's class activation map on its last "
         f"feature map (7x7 and {grid}x{grid}), brought to the film's size and weighted the same way (equal to "
-        "Grad-CAM at that layer for a GAP + linear head).")
+        "Grad-CAM at that layer for a GAP + linear head). Both members are served with their batch norms folded "
+        "into the convolutions (same outputs, a third faster on CPU).")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from .. import _tf
+from ..bn_folding import load_for_inference
 from ..cards import task_dir, verified_card
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
@@ -310,9 +311,8 @@ def _replace(p: PricePrediction, **kw) -> PricePrediction:
 def load() -> CarModel:
     card = verified_card("car")
     folder = task_dir("car")
-    keras = _tf.keras()
     with open(folder / "price_models.pkl", "rb") as f:
         models = pickle.load(f)  # our own file, checked against card.json's sha256 above
     catalog = json.loads((folder / "catalog.json").read_text())
-    photo = keras.models.load_model(folder / "photo.keras", compile=False)
+    photo = load_for_inference(folder / "photo.keras")
     return CarModel(models, catalog, photo, card)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .. import _tf
+from ..bn_folding import load_for_inference
 from ..cards import task_dir, verified_card
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
@@ -184,9 +185,6 @@ def _coloured_fraction(rgb: np.ndarray) -> float:
 def load() -> XrayModel:
     """Verify the files against the card, then load (a few seconds, once per process)."""
     card = verified_card("xray")
-    keras = _tf.keras()
-    model = keras.models.load_model(task_dir("xray") / "model.keras", compile=False)
-    probe = None
-    if PROBE_FILE in card["files"]:
-        probe = keras.models.load_model(task_dir("xray") / PROBE_FILE, compile=False)
+    model = load_for_inference(task_dir("xray") / "model.keras")
+    probe = load_for_inference(task_dir("xray") / PROBE_FILE) if PROBE_FILE in card["files"] else None
     return XrayModel(model, card, probe)

@@ -1,0 +1,67 @@
+"""Batch norms folded into convolutions at load time: faster, and the same answers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from demo_core import _tf
+from demo_core.bn_folding import fold_batch_norms
+from demo_core.cards import task_dir
+from demo_core.intake import load_image
+
+
+def _with_trained_statistics(model, rng):
+    """BN layers as training leaves them: moving statistics and affine terms far from the defaults."""
+    keras = _tf.keras()
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 1, beta.shape),
+                               rng.normal(0, 1, mean.shape), rng.uniform(0.1, 3, var.shape)])
+
+
+def test_folding_removes_batch_norms_and_keeps_every_output():
+    keras = _tf.keras()
+    L = keras.layers
+    rng = np.random.default_rng(0)
+    image = keras.Input((32, 32, 3))
+    a = L.BatchNormalization(name="bn_a")(L.Conv2D(8, 3, padding="same", use_bias=False, name="conv_a")(image))
+    b = L.BatchNormalization(name="bn_b")(L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw_b")(a))
+    # a conv with its own activation, and a conv whose output is also read elsewhere, must stay unfolded
+    c = L.BatchNormalization(name="bn_c")(L.Conv2D(4, 1, activation="relu", name="conv_c")(b))
+    shared = L.Conv2D(4, 1, name="conv_d")(b)
+    d = L.Add()([L.BatchNormalization(name="bn_d")(shared), shared])
+    inner = keras.Model(image, {"c": c, "d": d}, name="inner")
+    # nested functional models are folded too (the car photo model nests its trunk and tails)
+    outer_in = keras.Input((32, 32, 3))
+    inner_out = inner(outer_in)
+    model = keras.Model(outer_in, {"pooled": L.GlobalAveragePooling2D()(inner_out["c"]), "d": inner_out["d"]})
+    _with_trained_statistics(model, rng)
+
+    folded = fold_batch_norms(model)
+    bn_names = {l.name for l in folded._flatten_layers() if isinstance(l, L.BatchNormalization)}
+    assert bn_names == {"bn_c", "bn_d"}
+    x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    want, got = model(x, training=False), folded(x, training=False)
+    for key in want:
+        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_served_xray_model_answers_like_the_file_it_was_folded_from(xray_model, chest_film):
+    keras = _tf.keras()
+    unfolded = keras.models.load_model(task_dir("xray") / "model.keras", compile=False)
+    x, _ = xray_model.member_inputs(load_image(chest_film))
+    want, got = unfolded(x, training=False), xray_model.model(x, training=False)
+    for key in ("probabilities", "is_chest_xray", "heatmap", "box_size"):
+        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-4)
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in xray_model.model.layers)
+
+
+def test_served_probe_answers_like_its_file(xray_model, chest_film):
+    keras = _tf.keras()
+    unfolded = keras.models.load_model(task_dir("xray") / "probe.keras", compile=False)
+    inputs = xray_model.member_inputs(load_image(chest_film))
+    x_probe = inputs[1]
+    out = xray_model._forward(*inputs)
+    np.testing.assert_allclose(out["probe_probabilities"].numpy(),
+                               unfolded(x_probe, training=False)["probabilities"].numpy(), atol=1e-4)
