@@ -69,15 +69,12 @@ def _folded_weights(conv, bn) -> list[np.ndarray]:
     beta = bn.beta.numpy().astype(np.float64) if bn.center else 0.0
     mean = bn.moving_mean.numpy().astype(np.float64)
     scale = gamma / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
-    # Conv2D kernels end in output channels; depthwise kernels in (input channel, multiplier) pairs,
-    # whose flattening is the output channel order.
-    kernel = kernel * scale.reshape(kernel.shape[-2:] if kernel.shape[-1] * kernel.shape[-2] == scale.size
-                                    and _is_depthwise(conv) else (-1,))
+    if isinstance(conv, _tf.keras().layers.DepthwiseConv2D):
+        # depthwise kernels end in (input channel, multiplier); flattened, that is the output channel order
+        kernel = kernel * scale.reshape(kernel.shape[-2:])
+    else:
+        kernel = kernel * scale  # Conv2D kernels end in the output channel
     return [kernel.astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)]
-
-
-def _is_depthwise(conv) -> bool:
-    return isinstance(conv, _tf.keras().layers.DepthwiseConv2D)
 
 
 @functools.cache
