@@ -65,3 +65,13 @@ def test_served_probe_answers_like_its_file(xray_model, chest_film):
     out = xray_model._forward(*inputs)
     np.testing.assert_allclose(out["probe_probabilities"].numpy(),
                                unfolded(x_probe, training=False)["probabilities"].numpy(), atol=1e-4)
+
+
+def test_served_car_photo_model_answers_like_its_file(car_model, car_photo):
+    from demo_core.car.photo import to_photo_input
+    keras = _tf.keras()
+    unfolded = keras.models.load_model(task_dir("car") / "photo.keras", compile=False)
+    x = to_photo_input(load_image(car_photo).pixels)[None]
+    want, got = unfolded(x, training=False), car_model._photo(_tf.tf().constant(x))
+    for key in ("is_car", "make"):
+        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-4)
