@@ -63,11 +63,13 @@ with tabs[0]:
             ("gate: photos/documents refused", fmt(g.get("test_negatives_refused")), "≥ 0.99", ""),
         ]), hide_index=True)
         if card.get("ensemble", {}).get("probe_refit"):
-            st.caption("The probe member's features, regularisation and blend weight were chosen on validation; its "
+            st.caption("The probe member's input size, features, regularisation and blend weight were chosen on "
+                       "validation; its "
                        "head was then fitted again on the training and validation films. The fine-tuned member, "
                        "the gate and the boxes learnt from the training films only.")
         for read in card["metrics"].get("earlier_test_reads", []):
-            st.caption(f"Read earlier on the same test split (not shipped): {read['design']}: accuracy "
+            st.caption(f"Read earlier on the same test split ({read.get('note', 'not shipped')}): "
+                       f"{read['design']}: accuracy "
                        f"{fmt(read['accuracy'])}, macro AUC {fmt(read['macro_auc'])}, ieee8023 "
                        f"{fmt(read['ieee8023_accuracy'])}.")
         c1, c2 = st.columns(2)

@@ -204,13 +204,8 @@ def add_probe_member(folder: Path, df: pd.DataFrame, films: dict[str, list[np.nd
     card.pop("files", None)
     test = card["metrics"]["test"]
     if "ensemble" in card:  # a blend shipped before was read on test too: keep its figures beside the new ones
-        old = card["ensemble"]
         card["metrics"].setdefault("earlier_test_reads", []).append({
-            "design": f"{old.get('probe_features', 'last_layer').replace('_', '-')} probe"
-                      f"{' at ' + str(old['probe_input_size']) + ' px' if old.get('probe_input_size') else ''}, "
-                      f"C={old['probe_C']}, "
-                      f"fine-tuned weight {old['finetuned_weight']}"
-                      f"{', head refit on train + val' if old.get('probe_refit') else ''}",
+            "design": design_label(card["ensemble"]),
             "accuracy": test["accuracy"], "macro_auc": test["macro_auc"],
             "ieee8023_accuracy": test["accuracy_per_source"].get("ieee8023", {}).get("accuracy")})
     test.update({k: blend[k] for k in blend})  # opacity AP and counts stay: the box head is unchanged
@@ -226,8 +221,20 @@ def add_probe_member(folder: Path, df: pd.DataFrame, films: dict[str, list[np.nd
                                              "validation films" if refit else ""),
                         "validation_grid": grid}
     card["architecture"] = architecture(card["ensemble"])
+    for read in card["metrics"].get("earlier_test_reads", []):
+        if read["design"] == design_label(card["ensemble"]):  # e.g. read once when it was too slow to ship
+            read["note"] = "the shipped design, read on test once before it shipped"
     write_card(folder, card)
     return card
+
+
+def design_label(ensemble: dict) -> str:
+    """A probe blend in a few words, as the card's list of test reads names it."""
+    size = ensemble.get("probe_input_size")
+    return (f"{ensemble.get('probe_features', 'last_layer').replace('_', '-')} probe"
+            f"{f' at {size} px' if size else ''}, C={ensemble['probe_C']}, "
+            f"fine-tuned weight {ensemble['finetuned_weight']}"
+            f"{', head refit on train + val' if ensemble.get('probe_refit') else ''}")
 
 
 def architecture(ensemble: dict) -> str:
