@@ -221,11 +221,30 @@ def add_probe_member(folder: Path, df: pd.DataFrame, films: dict[str, list[np.nd
                                              "validation films" if refit else ""),
                         "validation_grid": grid}
     card["architecture"] = architecture(card["ensemble"])
+    card["limitations"] = with_source_limitation(card.get("limitations", []), test["accuracy_per_source"])
     for read in card["metrics"].get("earlier_test_reads", []):
         if read["design"] == design_label(card["ensemble"]):  # e.g. read once when it was too slow to ship
             read["note"] = "the shipped design, read on test once before it shipped"
     write_card(folder, card)
     return card
+
+
+SOURCE_LIMITATION_STARTS = ("Sources differ in style", "Accuracy differs by source")
+
+
+def with_source_limitation(limitations: list[str], per_source: dict) -> list[str]:
+    """The card's limitations with the per-source line stated in figures (doctors read it on the X-ray page)."""
+    sized = {k: v for k, v in per_source.items() if v["n"] >= 20}  # a 5-film source says little either way
+    if not sized:
+        return limitations
+    best = max(sized, key=lambda k: sized[k]["accuracy"])
+    worst = min(sized, key=lambda k: sized[k]["accuracy"])
+    line = (f"Accuracy differs by source: on held-out films from {sized[best]['accuracy']:.2f} ({best}, "
+            f"{sized[best]['n']} films) to {sized[worst]['accuracy']:.2f} ({worst}, {sized[worst]['n']} films"
+            f"{', figures gathered from publications: the most varied source' if worst == 'ieee8023' else ''}). "
+            "Films unlike the training sources (other hospitals, scanners or processing) may fare worse.")
+    kept = [x for x in limitations if not x.startswith(SOURCE_LIMITATION_STARTS)]
+    return kept[:2] + [line] + kept[2:]
 
 
 def design_label(ensemble: dict) -> str:
