@@ -25,13 +25,14 @@ def fold_batch_norms(model):
     layers = keras.layers
     convs = (layers.Conv2D, layers.DepthwiseConv2D)
 
+    outputs = {id(t) for t in model.outputs}  # a conv whose own output is returned must keep it
     folds = {}  # BN layer name -> conv layer, for this model's own layers
     for layer in model.layers:
         if not isinstance(layer, layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
             continue
         parent = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
         if (isinstance(parent, convs) and parent.get_config().get("activation") == "linear"
-                and len(parent._outbound_nodes) == 1 and _channels_last(layer)):
+                and len(parent._outbound_nodes) == 1 and id(parent.output) not in outputs and _channels_last(layer)):
             folds[layer.name] = parent
     folded_convs = {conv.name: bn_name for bn_name, conv in folds.items()}
 

@@ -31,16 +31,19 @@ def test_folding_removes_batch_norms_and_keeps_every_output():
     c = L.BatchNormalization(name="bn_c")(L.Conv2D(4, 1, activation="relu", name="conv_c")(b))
     shared = L.Conv2D(4, 1, name="conv_d")(b)
     d = L.Add()([L.BatchNormalization(name="bn_d")(shared), shared])
-    inner = keras.Model(image, {"c": c, "d": d}, name="inner")
+    returned = L.Conv2D(4, 1, name="conv_e")(b)  # returned as it is and batch-normalised: must stay unfolded
+    e = L.BatchNormalization(name="bn_e")(returned)
+    inner = keras.Model(image, {"c": c, "d": d, "e": e, "e_raw": returned}, name="inner")
     # nested functional models are folded too (the car photo model nests its trunk and tails)
     outer_in = keras.Input((32, 32, 3))
     inner_out = inner(outer_in)
-    model = keras.Model(outer_in, {"pooled": L.GlobalAveragePooling2D()(inner_out["c"]), "d": inner_out["d"]})
+    model = keras.Model(outer_in, {"pooled": L.GlobalAveragePooling2D()(inner_out["c"]), "d": inner_out["d"],
+                                   "e": inner_out["e"], "e_raw": inner_out["e_raw"]})
     _with_trained_statistics(model, rng)
 
     folded = fold_batch_norms(model)
     bn_names = {l.name for l in folded._flatten_layers() if isinstance(l, L.BatchNormalization)}
-    assert bn_names == {"bn_c", "bn_d"}
+    assert bn_names == {"bn_c", "bn_d", "bn_e"}
     x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     want, got = model(x, training=False), folded(x, training=False)
     for key in want:
