@@ -1,4 +1,8 @@
-"""Import TensorFlow/Keras lazily and quietly, once, with threads fit for a shared server."""
+"""Import TensorFlow/Keras lazily and quietly, once.
+
+TensorFlow keeps its default thread pools: on 2 cores they ran the X-ray request fastest (30 ms median,
+against 33 ms with one thread per op and 34-47 ms with one op at a time).
+"""
 
 from __future__ import annotations
 
