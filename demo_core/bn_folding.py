@@ -41,7 +41,7 @@ def fold_batch_norms(model):
             return _passthrough_class()(name=layer.name)
         if layer.name in folded_convs:
             return layer.__class__.from_config({**layer.get_config(), "use_bias": True})
-        if isinstance(layer, keras.Model) and hasattr(layer, "_inbound_nodes") and layer.layers:
+        if isinstance(layer, keras.Model) and layer.layers:
             return fold_batch_norms(layer)
         return layer.__class__.from_config(layer.get_config())
 

@@ -64,9 +64,8 @@ with tabs[0]:
         ]), hide_index=True)
         if card.get("ensemble", {}).get("probe_refit"):
             st.caption("The probe member's input size, features, regularisation and blend weight were chosen on "
-                       "validation; its "
-                       "head was then fitted again on the training and validation films. The fine-tuned member, "
-                       "the gate and the boxes learnt from the training films only.")
+                       "validation; its head was then fitted again on the training and validation films. The "
+                       "fine-tuned member, the gate and the boxes learnt from the training films only.")
         for read in card["metrics"].get("earlier_test_reads", []):
             st.caption(f"Read earlier on the same test split ({read.get('note', 'not shipped')}): "
                        f"{read['design']}: accuracy "

@@ -292,9 +292,8 @@ def main() -> None:
     }
     write_card(args.out, card)
     # The class probabilities ship as a blend with a frozen-ImageNet probe, chosen on validation.
-    from xray_probe import PROBE_SIZES, SMOKE_SIZES, add_probe_member
-    add_probe_member(args.out, df, {s: film_grays(data, df[df.split == s]) for s in ("train", "val", "test")},
-                     sizes=SMOKE_SIZES if args.smoke else PROBE_SIZES)
+    from xray_probe import add_probe_member
+    add_probe_member(args.out, df, data, smoke=args.smoke)
     print("wrote", args.out, flush=True)
 
 

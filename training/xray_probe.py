@@ -144,19 +144,19 @@ def four_class_rows(clf) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
-def add_probe_member(folder: Path, df: pd.DataFrame, films: dict[str, list[np.ndarray]], refit: bool = True,
-                     sizes: tuple[int, ...] = PROBE_SIZES) -> dict:
+def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, refit: bool = True, smoke: bool = False) -> dict:
     """Fit, choose and export the probe member next to ``folder/model.keras``; update the card.
 
-    ``df`` is the X-ray manifest with its split; ``films`` maps each split to its 8-bit grayscale films. The
-    probe's input size, features, C and blend weight are chosen on validation; with ``refit`` the chosen head
-    is then trained again on the training and validation films before the test read.
+    ``df`` is the X-ray manifest with its split; the films are read from ``data``. The probe's input size,
+    features, C and blend weight are chosen on validation; with ``refit`` the chosen head is then trained
+    again on the training and validation films before the test read. ``smoke`` tries two small sizes.
     """
     import keras
-    from train_xray import classification_metrics
+    from train_xray import classification_metrics, film_grays
 
     finetuned = keras.models.load_model(folder / "model.keras", compile=False)
     parts = {s: df[df.split == s] for s in ("train", "val", "test")}
+    films = {s: film_grays(data, parts[s]) for s in parts}
     p_ft = {s: np.concatenate([keras.ops.convert_to_numpy(finetuned(x, training=False)["probabilities"])
                                for x in batches_at(films[s], INPUT_SIZE)]) for s in ("val", "test")}
     y = {s: parts[s].y.to_numpy() for s in parts}
@@ -168,7 +168,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, films: dict[str, list[np.nd
         return np.concatenate([per_size[size][split][n] for n in DESIGNS[design]["layers"]], axis=1)
 
     grid, best = [], None
-    for size in sizes:
+    for size in SMOKE_SIZES if smoke else PROBE_SIZES:
         per_size[size] = pooled_per_layer(keras, films, size)
         for design, spec in DESIGNS.items():
             x_tr, x_va = feats(size, design, "train"), feats(size, design, "val")
@@ -222,8 +222,9 @@ def add_probe_member(folder: Path, df: pd.DataFrame, films: dict[str, list[np.nd
                         "validation_grid": grid}
     card["architecture"] = architecture(card["ensemble"])
     card["limitations"] = with_source_limitation(card.get("limitations", []), test["accuracy_per_source"])
+    shipped = design_label(card["ensemble"])
     for read in card["metrics"].get("earlier_test_reads", []):
-        if read["design"] == design_label(card["ensemble"]):  # e.g. read once when it was too slow to ship
+        if read["design"] == shipped:  # e.g. read once when it was too slow to ship
             read["note"] = "the shipped design, read on test once before it shipped"
     write_card(folder, card)
     return card
@@ -280,11 +281,9 @@ def main() -> None:
                     help="ship the probe head fitted on the training films alone")
     args = ap.parse_args()
     seed_everything(0)
-    from train_xray import film_grays, load_manifest
+    from train_xray import load_manifest
     data = require_data()
-    df = load_manifest(data, smoke=args.smoke)
-    add_probe_member(args.out, df, {s: film_grays(data, df[df.split == s]) for s in ("train", "val", "test")},
-                     refit=args.refit, sizes=SMOKE_SIZES if args.smoke else PROBE_SIZES)
+    add_probe_member(args.out, load_manifest(data, smoke=args.smoke), data, refit=args.refit, smoke=args.smoke)
 
 
 if __name__ == "__main__":
