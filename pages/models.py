@@ -62,10 +62,12 @@ with tabs[0]:
             ("gate: chest X-rays accepted", fmt(g.get("test_chest_xrays_accepted")), "≥ 0.98", ""),
             ("gate: photos/documents refused", fmt(g.get("test_negatives_refused")), "≥ 0.99", ""),
         ]), hide_index=True)
-        if card.get("ensemble", {}).get("probe_refit"):
-            st.caption("The probe member's input size, features, regularisation and blend weight were chosen on "
-                       "validation; its head was then fitted again on the training and validation films. The "
-                       "fine-tuned member, the gate and the boxes learnt from the training films only.")
+        ens = card.get("ensemble", {})
+        if ens.get("probe_refit"):
+            st.caption("The probe member's input size, features, film weighting, regularisation and blend weight "
+                       f"were chosen by {ens.get('selected_by', 'validation accuracy + macro AUC')}; its head was "
+                       "then fitted again on the training and validation films. The fine-tuned member, the gate "
+                       "and the boxes learnt from the training films only.")
         for read in card["metrics"].get("earlier_test_reads", []):
             st.caption(f"Read earlier on the same test split ({read.get('note', 'not shipped')}): "
                        f"{read['design']}: accuracy "
@@ -111,7 +113,8 @@ with tabs[1]:
         ]), hide_index=True)
         refit = s.get("refit")
         if refit:
-            before = tests.get(shipped.split(",")[0], {}).get("topics", {})
+            # cards written before "train_only_design" was recorded name it as the shipped key's first part
+            before = tests.get(refit.get("train_only_design", shipped.split(",")[0]), {}).get("topics", {})
             st.caption(f"The shipped topic heads were trained again on the training and validation poems "
                        f"({refit['topic_poems']:,}) with the design, epochs and thresholds that validation had chosen "
                        f"for heads trained on the training poems alone; those heads read top-1 "

@@ -87,3 +87,24 @@ def test_the_gpu_pack_round_trips_films_and_boxes_without_the_test_split(tmp_pat
         img, boxes = back_films[row]
         assert img.shape == (PRELOAD, PRELOAD) and boxes == films[i][1]
         assert np.abs(img.astype(int) - films[i][0]).mean() < 2  # JPEG q92 on a smooth film
+
+
+def test_xray_probe_weights_films_like_the_fine_tuned_member_and_selects_on_the_validation_targets(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "training"))
+    import numpy as np
+    import xray_probe
+
+    y = np.array([0, 1, 2, 3, 2])
+    source = np.array(["a", "a", "a", "a", "b"])
+    assert xray_probe.film_weights("none", y, source) is None
+    w = xray_probe.film_weights("indeterminate_x3", y, source)
+    assert w.mean() == pytest.approx(1.0) and w[2] == pytest.approx(3 * w[0])
+    w = xray_probe.film_weights("indeterminate_x3_sources_sqrt", y, source)
+    # source "b" holds a fifth of the films and "a" four fifths: b's film counts sqrt(4) = 2 times more
+    assert w[4] == pytest.approx(2 * w[2])
+
+    targets = {"accuracy": 0.85, "macro_auc": 0.93, "ieee8023_accuracy": 0.65}
+    val = {"accuracy": 0.86, "macro_auc": 0.95, "accuracy_per_source": {"ieee8023": {"accuracy": 0.66}}}
+    assert xray_probe.meets_targets(val, targets)
+    assert not xray_probe.meets_targets({**val, "accuracy": 0.84}, targets)
+    assert not xray_probe.meets_targets({**val, "accuracy_per_source": {}}, targets)  # unmeasured is unmet

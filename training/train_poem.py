@@ -404,7 +404,7 @@ def main() -> None:
         shipped_key = f"{choose}, topic heads refit on train + val"
         test[shipped_key] = {**shipped, "topics": topic_metrics(Y[tsel["test"]], P_final[tsel["test"]],
                                                                 designs[choose]["thresholds"]),
-                             "refit": {"topic_poems": int(rows.sum()), "epochs": refit_epochs,
+                             "refit": {"topic_poems": int(rows.sum()), "epochs": refit_epochs, "train_only_design": choose,
                                        "what": "topic heads only; design, epochs and thresholds from the train-only "
                                                "validation run; the year parts are the train-only ones"}}
         print("refit topic heads on train + val in", f"{time.time() - t0:.0f}s:", test[shipped_key]["topics"], flush=True)
