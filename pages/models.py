@@ -69,7 +69,7 @@ with tabs[0]:
                        "then fitted again on the training and validation films. The fine-tuned member, the gate "
                        "and the boxes learnt from the training films only.")
         for read in card["metrics"].get("earlier_test_reads", []):
-            st.caption(f"Read earlier on the same test split ({read.get('note', 'not shipped')}): "
+            st.caption(f"Read earlier on the same test split ({read.get('note', 'not the shipped design')}): "
                        f"{read['design']}: accuracy "
                        f"{fmt(read['accuracy'])}, macro AUC {fmt(read['macro_auc'])}, ieee8023 "
                        f"{fmt(read['ieee8023_accuracy'])}.")
