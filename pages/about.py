@@ -2,6 +2,10 @@
 
 import streamlit as st
 
+from ui.navigation import run_inside_app_navigation
+
+run_inside_app_navigation()
+
 st.title("🔒 About & privacy")
 st.header("Not a medical device")
 st.write("The chest X-ray demo is a student project for teaching. It is **not for clinical use**. Its labels are "

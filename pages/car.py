@@ -7,6 +7,9 @@ from demo_core import examples
 from demo_core.errors import InputError
 from demo_core.intake import load_image
 from ui import models
+from ui.navigation import run_inside_app_navigation
+
+run_inside_app_navigation()
 
 st.title("🚗 Car price")
 st.write("Give the car's details, a photo, or both. Prices are 2020 UK asking prices (GBP) from about 88,000 "

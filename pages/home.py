@@ -3,6 +3,9 @@
 import streamlit as st
 
 from demo_core import examples
+from ui.navigation import run_inside_app_navigation
+
+run_inside_app_navigation()
 
 st.title("Three student ML projects, made into a demo")
 st.write("Each project started as a course notebook. Here each one runs in your browser, with models "

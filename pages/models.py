@@ -5,6 +5,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from demo_core.cards import all_cards
+from demo_core.stats import wilson_interval
+from ui.navigation import run_inside_app_navigation
+
+run_inside_app_navigation()
 
 st.title("📊 Models")
 st.write("Every model is trained by a script in `training/` and ships with a card. All metrics are measured on "
@@ -17,9 +21,16 @@ def target_table(rows: list[tuple[str, object, object, object]]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["metric", "result", "target", "baseline"]).astype(str)
 
 
-def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None):
+def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None,
+        intervals: dict[str, tuple[float, float]] | None = None):
+    error_y = None
+    if intervals:  # 95 % intervals: a 5-film source's 100 % is not a 312-film source's 88 %
+        error_y = dict(type="data", symmetric=False, color="#57606a", thickness=1.2,
+                       array=[intervals[k][1] - v for k, v in values.items()],
+                       arrayminus=[v - intervals[k][0] for k, v in values.items()])
     fig = go.Figure(go.Bar(x=list(values), y=list(values.values()), text=[format(v, fmt) for v in values.values()],
-                           textposition="outside", marker_color="#1f6feb"))
+                           textposition="inside" if intervals else "outside", marker_color="#1f6feb",
+                           error_y=error_y))
     if target is not None:
         fig.add_hline(y=target, line_dash="dash", line_color="#d1242f", annotation_text="target")
     fig.update_layout(title=title, height=320, yaxis=dict(range=[0, 1.1]), margin=dict(l=10, r=10, t=40, b=10))
@@ -40,6 +51,14 @@ def fmt(v, spec=".3f"):
     return "—" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
+def with_interval(part: dict | None) -> str:
+    """An accuracy on n examples with its 95 % interval, e.g. '0.632 (0.50–0.74, n = 57)'."""
+    if not part:
+        return "—"
+    lo, hi = wilson_interval(round(part["accuracy"] * part["n"]), part["n"])
+    return f"{part['accuracy']:.3f} ({lo:.2f}–{hi:.2f}, n = {part['n']})"
+
+
 tabs = st.tabs(["Chest X-ray", "Poem analyzer", "Car price"])
 with tabs[0]:
     card = cards["xray"]
@@ -56,7 +75,7 @@ with tabs[0]:
         st.dataframe(target_table([
             ("accuracy (4 classes)", fmt(t["accuracy"]), "≥ 0.85", f"{ref_name} {fmt(ref.get('accuracy'))}, always-typical {fmt(b.get('always_typical_accuracy'))}"),
             ("macro one-vs-rest AUC", fmt(t["macro_auc"]), "≥ 0.93", f"{ref_name} {fmt(ref.get('macro_auc'))}"),
-            ("accuracy on ieee8023", fmt(src.get("ieee8023", {}).get("accuracy")), "≥ 0.65",
+            ("accuracy on ieee8023", with_interval(src.get("ieee8023")), "≥ 0.65",
              f"{ref_name} {fmt(ref.get('accuracy_per_source', {}).get('ieee8023', {}).get('accuracy'))}"),
             ("opacity AP@0.5", fmt(t.get("opacity_ap50")), "≥ 0.40", ""),
             ("gate: chest X-rays accepted", fmt(g.get("test_chest_xrays_accepted")), "≥ 0.98", ""),
@@ -75,7 +94,12 @@ with tabs[0]:
                        f"{fmt(read['ieee8023_accuracy'])}.")
         c1, c2 = st.columns(2)
         with c1:
-            bar("Accuracy per source (held-out)", {f"{k} (n={v['n']})": v["accuracy"] for k, v in src.items()}, target=0.85)
+            bar("Accuracy per source (held-out, 95 % intervals)",
+                {f"{k} (n={v['n']})": v["accuracy"] for k, v in src.items()}, target=0.85,
+                intervals={f"{k} (n={v['n']})": wilson_interval(round(v["accuracy"] * v["n"]), v["n"])
+                           for k, v in src.items()})
+            st.caption("The whiskers are 95 % Wilson intervals: with a few dozen films per source, a difference of "
+                       "a few films moves a source's accuracy by several points.")
         with c2:
             bar("AUC and AP per class (held-out)", {f"AUC {k}": v for k, v in t.get("auc_per_class", {}).items()}
                 | {f"AP {k}": v for k, v in t.get("ap_per_class", {}).items()}, ".2f")

@@ -6,6 +6,9 @@ import streamlit as st
 from demo_core import examples
 from demo_core.errors import InputError
 from ui import models
+from ui.navigation import run_inside_app_navigation
+
+run_inside_app_navigation()
 
 st.title("📜 Poem analyzer")
 st.write("Type or paste a poem. The model suggests its **topics** and **when it was likely written**, and shows "

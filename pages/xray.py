@@ -11,6 +11,9 @@ from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES, DESCRIPTIONS
 from ui import models
 from ui.drawing import draw_boxes, overlay_heatmap, png_bytes
+from ui.navigation import run_inside_app_navigation
+
+run_inside_app_navigation()
 
 st.title("🩻 Chest X-ray")
 st.warning("**Not for clinical use.** A student demo trained on public research images with labels mapped from "

@@ -7,6 +7,7 @@ through Playwright (no browser download).  Screenshots go to docs/screenshots/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -34,8 +35,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url():
+@contextlib.contextmanager
+def running_app():
+    """A fresh `streamlit run` of the app; yields its URL once it answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -54,6 +56,12 @@ def app_url():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    with running_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +128,15 @@ def test_uploading_a_file_in_the_browser(app_url, browser, chest_film):
     wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
+
+
+def test_a_shared_link_opens_its_page_even_as_the_first_request_after_a_restart(browser):
+    # Community Cloud restarts sleeping apps, so a doctor's link to /xray can be the server's first request.
+    with running_app() as url:
+        page = open_page(browser, f"{url}/xray")
+        page.get_by_text("Not for clinical use").first.wait_for()
+        wait_idle(page)
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Chest X-ray" in nav and "Poem analyzer" in nav  # the app's navigation, not the pages/ file names
+        assert "streamlit app" not in nav
+        page.close()

@@ -43,3 +43,15 @@ def test_missing_card_says_not_installed(tmp_path, monkeypatch):
     monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(ModelUnavailable, match="not installed"):
         read_card("xray")
+
+
+def test_a_small_held_out_source_gets_a_wide_interval_and_a_large_one_a_narrow_one():
+    from demo_core.stats import wilson_interval
+
+    lo, hi = wilson_interval(36, 57)  # the X-ray card's ieee8023 films
+    assert lo < 36 / 57 < hi and 0.49 < lo < 0.51 and 0.74 < hi < 0.76
+    lo5, hi5 = wilson_interval(5, 5)  # a perfect score on five films is still uncertain
+    assert hi5 == 1.0 and lo5 < 0.6
+    lo_big, hi_big = wilson_interval(3600, 5700)
+    assert hi_big - lo_big < (hi - lo) / 5
+    assert wilson_interval(0, 0) == (0.0, 1.0)
