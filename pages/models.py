@@ -22,7 +22,7 @@ def target_table(rows: list[tuple[str, object, object, object]]) -> pd.DataFrame
 
 
 def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None,
-        intervals: dict[str, tuple[float, float]] | None = None):
+        intervals: dict[str, tuple[float, float]] | None = None, ymax: float = 1.1):
     error_y = None
     if intervals:  # 95 % intervals: a 5-film source's 100 % is not a 312-film source's 88 %
         error_y = dict(type="data", symmetric=False, color="#57606a", thickness=1.2,
@@ -33,7 +33,7 @@ def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None,
                            error_y=error_y))
     if target is not None:
         fig.add_hline(y=target, line_dash="dash", line_color="#d1242f", annotation_text="target")
-    fig.update_layout(title=title, height=320, yaxis=dict(range=[0, 1.1]), margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=title, height=320, yaxis=dict(range=[0, ymax]), margin=dict(l=10, r=10, t=40, b=10))
     st.plotly_chart(fig, use_container_width=True)
 
 
@@ -173,6 +173,10 @@ with tabs[2]:
             ("80 % interval coverage", fmt(t["interval_coverage_80"]), "0.75–0.85", ""),
             ("car / not-car balanced accuracy", fmt(p["car_not_car_balanced_accuracy"]), "≥ 0.995",
              f"linear probe {fmt(b.get('linear_probe_car_balanced_accuracy'))}"),
+            ("· not-car photos refused", with_interval(p.get("n_test_not_car") and
+                                                      {"accuracy": p["not_car_refused"], "n": p["n_test_not_car"]}), "", ""),
+            ("· car photos accepted", with_interval(p.get("n_test_not_car") and
+                                                   {"accuracy": p["car_accepted"], "n": p["n_test"] - p["n_test_not_car"]}), "", ""),
             ("make top-1 (listing brands)", fmt(p.get("make_top1_listing_brands")), "≥ 0.85",
              f"linear probe {fmt(b.get('linear_probe_make_top1'))}"),
         ]), hide_index=True)
@@ -194,10 +198,19 @@ with tabs[2]:
             st.dataframe(pd.DataFrame(partial).T.style.format({"mape": "{:.1%}", "interval_coverage_80": "{:.2f}", "n": "{:.0f}"}))
         c1, c2 = st.columns(2)
         with c1:
-            bar("Make accuracy per brand (held-out photos)", p.get("make_top1_per_brand", {}), target=0.85)
+            per_brand = p.get("make_top1_per_brand", {})
+            counts = card.get("training_data", {}).get("photo_counts", {}).get("test", {})
+            bar("Make accuracy per brand (held-out photos, 95 % intervals)", per_brand, target=0.85,
+                intervals={k: wilson_interval(round(v * counts[k]), counts[k]) for k, v in per_brand.items()}
+                if all(k in counts for k in per_brand) else None)
         with c2:
             cands = card.get("selection", {}).get("candidates", {})
-            bar("Validation MAPE by candidate", {k: v["val_mape"] for k, v in cands.items()}, ".1%")
+            mapes = {k: v["val_mape"] for k, v in cands.items()}
+            # on a 0-100 % axis the candidates' 0.3-point differences would vanish
+            bar("Validation MAPE by candidate", mapes, ".2%", ymax=max(mapes.values(), default=0.1) * 1.25)
+            if "ensemble_hgb_keras" in mapes:
+                st.caption("The HGB + Keras average ships only when it beats the best boosted model by 0.2 points "
+                           "on validation; a smaller gain does not pay for a second model in every request.")
         photo_cands = {k: v for k, v in p.get("candidates", {}).items() if isinstance(v, dict)}
         if photo_cands:
             c3, c4 = st.columns(2)
