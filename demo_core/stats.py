@@ -17,3 +17,8 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
+    """``wilson_interval`` for an accuracy as the cards store it (a fraction of ``n`` examples)."""
+    return wilson_interval(round(accuracy * n), n)

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from demo_core.cards import all_cards
-from demo_core.stats import wilson_interval
+from demo_core.stats import accuracy_interval
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -55,7 +55,7 @@ def with_interval(part: dict | None) -> str:
     """An accuracy on n examples with its 95 % interval, e.g. '0.632 (0.50–0.74, n = 57)'."""
     if not part:
         return "—"
-    lo, hi = wilson_interval(round(part["accuracy"] * part["n"]), part["n"])
+    lo, hi = accuracy_interval(part["accuracy"], part["n"])
     return f"{part['accuracy']:.3f} ({lo:.2f}–{hi:.2f}, n = {part['n']})"
 
 
@@ -96,7 +96,7 @@ with tabs[0]:
         with c1:
             bar("Accuracy per source (held-out, 95 % intervals)",
                 {f"{k} (n={v['n']})": v["accuracy"] for k, v in src.items()}, target=0.85,
-                intervals={f"{k} (n={v['n']})": wilson_interval(round(v["accuracy"] * v["n"]), v["n"])
+                intervals={f"{k} (n={v['n']})": accuracy_interval(v["accuracy"], v["n"])
                            for k, v in src.items()})
             st.caption("The whiskers are 95 % Wilson intervals: with a few dozen films per source, a difference of "
                        "a few films moves a source's accuracy by several points.")
@@ -201,7 +201,7 @@ with tabs[2]:
             per_brand = p.get("make_top1_per_brand", {})
             counts = card.get("training_data", {}).get("photo_counts", {}).get("test", {})
             bar("Make accuracy per brand (held-out photos, 95 % intervals)", per_brand, target=0.85,
-                intervals={k: wilson_interval(round(v * counts[k]), counts[k]) for k, v in per_brand.items()}
+                intervals={k: accuracy_interval(v, counts[k]) for k, v in per_brand.items()}
                 if all(k in counts for k in per_brand) else None)
         with c2:
             cands = card.get("selection", {}).get("candidates", {})

@@ -130,9 +130,15 @@ def film_weights(weighting: str, y: np.ndarray, source: np.ndarray) -> np.ndarra
     return w * len(w) / w.sum()
 
 
+def ieee8023_accuracy(m: dict) -> float | None:
+    """Accuracy on the ieee8023 films (None when the split has none, e.g. tiny smoke runs)."""
+    return m["accuracy_per_source"].get("ieee8023", {}).get("accuracy")
+
+
 def meets_targets(m: dict, targets: dict) -> bool:
     """Whether validation metrics reach the card's class targets (a source missing from validation: no)."""
-    ieee = m["accuracy_per_source"].get("ieee8023", {}).get("accuracy", -1.0)
+    ieee = ieee8023_accuracy(m)
+    ieee = -1.0 if ieee is None else ieee
     return (m["accuracy"] >= targets.get("accuracy", 0) and m["macro_auc"] >= targets.get("macro_auc", 0)
             and ieee >= targets.get("ieee8023_accuracy", 0))
 
@@ -199,7 +205,8 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, refit: bool = T
     def feats(size: int, design: str, split: str) -> np.ndarray:
         return np.concatenate([per_size[size][split][n] for n in DESIGNS[design]["layers"]], axis=1)
 
-    targets = json.loads((folder / "card.json").read_text()).get("targets", {})
+    card = json.loads((folder / "card.json").read_text())  # train_xray.py's card; this step completes it
+    targets = card.get("targets", {})
     grid, best = [], None
     for size in SMOKE_SIZES if smoke else PROBE_SIZES:
         per_size[size] = pooled_per_layer(keras, films, size)
@@ -217,7 +224,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, refit: bool = T
                         grid.append({"input_size": size, "features": design, "weighting": weighting, "C": c,
                                      "finetuned_weight": w, "val_accuracy": m["accuracy"],
                                      "val_macro_auc": m["macro_auc"],
-                                     "val_ieee8023_accuracy": m["accuracy_per_source"].get("ieee8023", {}).get("accuracy"),
+                                     "val_ieee8023_accuracy": ieee8023_accuracy(m),
                                      "val_meets_targets": met})
                         if best is None or rank > best[0]:
                             best = (rank, size, design, weighting, c, w, rows)
@@ -242,14 +249,13 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, refit: bool = T
     print(json.dumps({k: blend[k] for k in ("accuracy", "macro_auc")}), flush=True)
 
     export_probe(keras, probe_backbone(keras, DESIGNS[design]["layers"], size), *rows).save(folder / PROBE_FILE)
-    card = json.loads((folder / "card.json").read_text())
     card.pop("files", None)
     test = card["metrics"]["test"]
     if "ensemble" in card:  # a blend shipped before was read on test too: keep its figures beside the new ones
         card["metrics"].setdefault("earlier_test_reads", []).append({
             "design": design_label(card["ensemble"]),
             "accuracy": test["accuracy"], "macro_auc": test["macro_auc"],
-            "ieee8023_accuracy": test["accuracy_per_source"].get("ieee8023", {}).get("accuracy"),
+            "ieee8023_accuracy": ieee8023_accuracy(test),
             "note": PREVIOUSLY_SHIPPED})
     test.update({k: blend[k] for k in blend})  # opacity AP and counts stay: the box head is unchanged
     card["metrics"]["test_members"] = members
