@@ -272,6 +272,9 @@ def _decode_first_frame(ds, n_frames: int) -> np.ndarray:
         arr = pixel_array(ds, index=0) if n_frames > 1 else ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
         if ts is not None and getattr(ts, "is_compressed", False):
+            if _can_decode(ts):  # pydicom says RuntimeError for a broken stream as well as for a missing decoder
+                raise InputError(f"This DICOM image's compressed pixel data ('{getattr(ts, 'name', ts)}') is "
+                                 "damaged or incomplete and could not be decoded.") from None
             raise InputError(f"This DICOM image is compressed as '{getattr(ts, 'name', ts)}', which "
                              "this installation cannot decode. Please export it uncompressed "
                              "or as PNG.") from None
@@ -286,6 +289,15 @@ def _decode_first_frame(ds, n_frames: int) -> np.ndarray:
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise InputError("This DICOM file's pixel data has an unexpected shape.")
     return arr
+
+
+def _can_decode(transfer_syntax) -> bool:
+    """Whether an installed plugin decodes this transfer syntax (pylibjpeg covers JPEG, JPEG-LS, JPEG 2000, RLE)."""
+    try:
+        from pydicom.pixels import get_decoder
+        return bool(get_decoder(transfer_syntax).is_available)
+    except Exception:  # unknown or private transfer syntax: no decoder
+        return False
 
 
 def _dicom_gray(ds, arr, photometric, apply_modality_lut, apply_voi_lut):

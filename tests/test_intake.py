@@ -163,3 +163,28 @@ def test_damaged_dicom_is_refused():
     data = as_dicom(GRADIENT)
     with pytest.raises(InputError):
         load_image(data[:400], name="x.dcm")
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_dicom_gives_the_same_pixels(syntax):
+    import pydicom
+    import pydicom.uid
+    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    ds.compress(getattr(pydicom.uid, syntax))  # what many PACS exports look like
+    buf = io.BytesIO(); ds.save_as(buf)
+    img = load_image(buf.getvalue(), name="film.dcm")
+    assert np.array_equal(img.pixels, load_image(as_dicom(GRADIENT)).pixels)
+    assert img.info["TransferSyntax"] == getattr(pydicom.uid, syntax).name
+
+
+def test_damaged_compressed_dicom_says_damaged_not_unsupported():
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLosslessSV1
+    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1  # decodable here (pylibjpeg), but the stream is cut short
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\0" * 64 + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    buf = io.BytesIO(); ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(InputError, match="damaged or incomplete"):
+        load_image(buf.getvalue())
