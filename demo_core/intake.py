@@ -272,10 +272,11 @@ def _decode_first_frame(ds, n_frames: int) -> np.ndarray:
         arr = pixel_array(ds, index=0) if n_frames > 1 else ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
         if ts is not None and getattr(ts, "is_compressed", False):
+            compression = getattr(ts, "name", ts)
             if _can_decode(ts):  # pydicom says RuntimeError for a broken stream as well as for a missing decoder
-                raise InputError(f"This DICOM image's compressed pixel data ('{getattr(ts, 'name', ts)}') is "
+                raise InputError(f"This DICOM image's compressed pixel data ('{compression}') is "
                                  "damaged or incomplete and could not be decoded.") from None
-            raise InputError(f"This DICOM image is compressed as '{getattr(ts, 'name', ts)}', which "
+            raise InputError(f"This DICOM image is compressed as '{compression}', which "
                              "this installation cannot decode. Please export it uncompressed "
                              "or as PNG.") from None
         raise InputError("This DICOM file's pixel data cannot be decoded.") from exc

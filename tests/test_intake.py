@@ -112,6 +112,18 @@ def test_other_formats(fmt):
 
 # ----------------------------------------------------------------------------- DICOM
 
+def gradient_dataset():
+    """The gradient film as a pydicom dataset, to edit into the case a test needs."""
+    import pydicom
+    return pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+
+
+def saved(ds) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def test_dicom_monochrome2_matches_the_png():
     img = load_image(as_dicom(GRADIENT), name="film.dcm")
     assert img.source_format == "DICOM"
@@ -133,12 +145,10 @@ def test_dicom_window_is_applied():
 
 
 def test_dicom_without_pixels_is_refused():
-    import pydicom
-    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    ds = gradient_dataset()
     del ds.PixelData
-    buf = io.BytesIO(); ds.save_as(buf)
     with pytest.raises(InputError, match="no image"):
-        load_image(buf.getvalue())
+        load_image(saved(ds))
 
 
 def test_dicom_info_never_holds_identifiers():
@@ -148,13 +158,11 @@ def test_dicom_info_never_holds_identifiers():
 
 
 def test_multiframe_dicom_uses_the_first_frame():
-    import pydicom
-    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    ds = gradient_dataset()
     frames = np.stack([GRADIENT, 255 - GRADIENT]).astype(np.uint16) * 16
     ds.NumberOfFrames = 2
     ds.PixelData = frames.tobytes()
-    buf = io.BytesIO(); ds.save_as(buf)
-    img = load_image(buf.getvalue())
+    img = load_image(saved(ds))
     assert "first of 2 frames used" in img.steps
     assert img.pixels[0, 0, 0] < img.pixels[0, -1, 0]
 
@@ -167,24 +175,20 @@ def test_damaged_dicom_is_refused():
 
 @pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
 def test_compressed_dicom_gives_the_same_pixels(syntax):
-    import pydicom
     import pydicom.uid
-    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    ds = gradient_dataset()
     ds.compress(getattr(pydicom.uid, syntax))  # what many PACS exports look like
-    buf = io.BytesIO(); ds.save_as(buf)
-    img = load_image(buf.getvalue(), name="film.dcm")
+    img = load_image(saved(ds), name="film.dcm")
     assert np.array_equal(img.pixels, load_image(as_dicom(GRADIENT)).pixels)
     assert img.info["TransferSyntax"] == getattr(pydicom.uid, syntax).name
 
 
 def test_damaged_compressed_dicom_says_damaged_not_unsupported():
-    import pydicom
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGLosslessSV1
-    ds = pydicom.dcmread(io.BytesIO(as_dicom(GRADIENT)))
+    ds = gradient_dataset()
     ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1  # decodable here (pylibjpeg), but the stream is cut short
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\0" * 64 + b"\xff\xd9"])
     ds["PixelData"].VR = "OB"
-    buf = io.BytesIO(); ds.save_as(buf, enforce_file_format=True)
     with pytest.raises(InputError, match="damaged or incomplete"):
-        load_image(buf.getvalue())
+        load_image(saved(ds))
