@@ -86,7 +86,23 @@ def _too_big_message(size: int, limit: int) -> str:
 
 
 def _looks_like_dicom(data: bytes, name: str) -> bool:
-    return data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+    return (data[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+            or _looks_like_headerless_dicom(data))
+
+
+def _looks_like_headerless_dicom(data: bytes) -> bool:
+    """An old ACR-NEMA style file, or a DICOM written without preamble and file meta: it starts straight
+    with a group 0000 or 0008 element in little endian. No raster format starts like that (PNG, JPEG,
+    BMP, TIFF, WebP all have letters or 0x89 / 0xFF first)."""
+    if len(data) < 12:
+        return False
+    group = int.from_bytes(data[0:2], "little")
+    if group not in (0x0000, 0x0008):
+        return False
+    vr = data[4:6]
+    if vr.isalpha() and vr.isupper():  # explicit VR
+        return True
+    return int.from_bytes(data[4:8], "little") < len(data)  # implicit VR: a plausible value length
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -225,6 +241,10 @@ def _load_dicom(data: bytes, max_pixels: int) -> LoadedImage:
             ds = pydicom.dcmread(io.BytesIO(data), force=True)
         except Exception:
             raise InputError("This DICOM file is damaged and cannot be read.") from None
+        if _without_transfer_syntax(ds):
+            _assume_transfer_syntax(ds)
+            steps.append("old-style (ACR-NEMA) file without a DICOM header: read as uncompressed "
+                         + ("implicit" if ds.original_encoding[0] else "explicit") + " VR little endian")
         try:
             if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
                 raise InputError("This DICOM file holds no image (no pixel data); it may be a "
@@ -262,6 +282,24 @@ def _load_dicom(data: bytes, max_pixels: int) -> LoadedImage:
             info["TransferSyntax"] = getattr(ts, "name", str(ts))
     info["width"], info["height"] = int(rgb.shape[1]), int(rgb.shape[0])
     return LoadedImage(rgb, "DICOM", tuple(steps), info)
+
+
+def _without_transfer_syntax(ds) -> bool:
+    return getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) is None
+
+
+def _assume_transfer_syntax(ds) -> None:
+    """A file with no file meta (ACR-NEMA, or a bare dataset) holds uncompressed pixels; pydicom found the
+    encoding while parsing (``force=True``), and says it in ``original_encoding``."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    implicit, little = ds.original_encoding
+    implicit = True if implicit is None else implicit
+    little = True if little is None else little
+    if not isinstance(getattr(ds, "file_meta", None), FileMetaDataset):
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
 def _decode_first_frame(ds, n_frames: int) -> np.ndarray:

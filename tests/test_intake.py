@@ -192,3 +192,42 @@ def test_damaged_compressed_dicom_says_damaged_not_unsupported():
     ds["PixelData"].VR = "OB"
     with pytest.raises(InputError, match="damaged or incomplete"):
         load_image(saved(ds))
+
+
+def acr_nema(ds, *, implicit: bool = True) -> bytes:
+    """The dataset as an old ACR-NEMA style file: no preamble, no 'DICM', no file meta header."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    del ds.file_meta
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_old_style_dicom_without_header_or_extension_opens(implicit):
+    # an old archive's Fuji CR export, named as PACS exports are: no extension at all
+    ds = gradient_dataset()
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.PixelData = (4095 - GRADIENT.astype(np.uint16) * 16).tobytes()
+    data = acr_nema(ds, implicit=implicit)
+    assert data[128:132] != b"DICM"
+    img = load_image(data, name="IM000001")
+    assert img.source_format == "DICOM"
+    assert np.abs(img.pixels[..., 0].astype(int) - GRADIENT).max() <= 3  # MONOCHROME1 still inverted
+    assert any("ACR-NEMA" in s for s in img.steps)
+
+
+def test_old_style_dicom_keeps_identifiers_private():
+    ds = gradient_dataset()
+    ds.PatientName, ds.PatientID = "Doe^Jane", "ID-424242"
+    img = load_image(acr_nema(ds), name="IM000002")
+    text = repr(img.info) + repr(img.steps)
+    assert "Doe" not in text and "424242" not in text
+
+
+def test_truly_broken_old_style_dicom_still_gets_a_clear_error():
+    ds = gradient_dataset()
+    with pytest.raises(InputError, match="DICOM"):
+        load_image(acr_nema(ds)[:300], name="IM000003")
