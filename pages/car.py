@@ -41,7 +41,7 @@ with photo_col:
     if photo:
         try:
             photo_image = load_image(photo[1], name=photo[0])
-            st.image(photo_image.pixels, use_container_width=True)
+            st.image(photo_image.pixels, width="stretch")
         except InputError as exc:
             st.error(f"Cannot use this photo: {exc}")
             photo = None
@@ -136,7 +136,7 @@ with chart_left:
         fig.add_scatter(x=[0, hi], y=[0, hi], mode="lines", line=dict(color="#d1242f", dash="dash"), name="perfect")
         fig.update_layout(title=f"Predicted vs real price on held-out listings (MAPE {test.get('mape', 0):.1%})",
                           xaxis_title="real (£)", yaxis_title="predicted (£)", height=380, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, use_container_width=True)
+        st.plotly_chart(fig, width="stretch")
 with chart_right:
     if details.get("brand"):
         base = {k: v for k, v in details.items() if k not in ("year", "mileage")}
@@ -147,7 +147,7 @@ with chart_right:
             fig.add_scatter(x=g.mileage, y=g.price, mode="lines+markers", name=str(y))
         fig.update_layout(title="What if: price against mileage, by year", xaxis_title="mileage",
                           yaxis_title="price (£)", height=380, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, use_container_width=True)
+        st.plotly_chart(fig, width="stretch")
 st.caption("The interval covers the real price for about 80 % of held-out listings. Fields you leave out are "
            "averaged over typical cars of that brand and model, which widens it.")
 with st.expander("Limits of these models"):

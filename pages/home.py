@@ -17,16 +17,17 @@ with c1:
     st.subheader("🩻 Chest X-ray")
     st.write("Upload a chest radiograph (PNG, JPEG or **DICOM**). You get the four SIIM-FISABIO-RSNA study "
              "classes as probabilities, with boxes over suspected opacities.")
-    if xray_ex and st.button("Try an example X-ray", type="primary", use_container_width=True):
+    if xray_ex and st.button("Try an example X-ray", type="primary", width="stretch"):
         ex = next((e for e in xray_ex if e.label.startswith("Typical") and "QU-Ex" in e.label), xray_ex[0])
         st.session_state["xray_input"] = (ex.path.name, ex.path.read_bytes())
+        st.session_state["xray_input_label"] = f"example film: {ex.label}"
         st.switch_page("pages/xray.py")
     st.page_link("pages/xray.py", label="Open the X-ray demo", icon="➡️")
 with c2:
     st.subheader("📜 Poem analyzer")
     st.write("Type a title and a poem. You get its **topics** and the **year** it was likely written, and you "
              "can watch NLTK turn the words into numbers.")
-    if poem_ex and st.button("Try an example poem", type="primary", use_container_width=True):
+    if poem_ex and st.button("Try an example poem", type="primary", width="stretch"):
         ex = poem_ex[0]
         st.session_state.update(poem_title=ex["title"], poem_text=ex["text"], poem_author=ex["author"],
                                 poem_analyzed=True, poem_example_i=0,
@@ -37,7 +38,7 @@ with c3:
     st.subheader("🚗 Car price")
     st.write("Enter a car's details, drop in a photo, or both. You get a **price** with an interval. Photos "
              "that don't show a car's exterior are flagged.")
-    if car_ex and st.button("Try an example car photo", type="primary", use_container_width=True):
+    if car_ex and st.button("Try an example car photo", type="primary", width="stretch"):
         st.session_state["car_photo"] = (car_ex[0].path.name, car_ex[0].path.read_bytes())
         st.switch_page("pages/car.py")
     st.page_link("pages/car.py", label="Open the car price demo", icon="➡️")

@@ -7,12 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, png_bytes
+from conftest import ROOT
 from demo_core.examples import as_dicom
 
 TIMEOUT = 180

@@ -146,7 +146,6 @@ def test_older_catalogs_without_crops_still_describe_their_views():
 
 
 def test_the_car_check_reads_the_whole_photo_whatever_the_make_reads(car_model, car_photo):
-    import numpy as np
     from demo_core.car.photo import to_photo_input
     from demo_core.intake import load_image
     photo = load_image(car_photo.read_bytes())
