@@ -47,7 +47,6 @@ def timed(fn, requests, warmup: int = 10) -> dict:  # TensorFlow's CPU kernels s
 
 
 def xray_requests(n: int) -> list:
-    from demo_core.intake import load_image
     from demo_core.settings import data_dir
     import csv
     d = data_dir()

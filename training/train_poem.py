@@ -121,7 +121,6 @@ def train_style(docs: list[str], Y: np.ndarray, tsel: dict, year: np.ndarray, ys
     """Word 1-2-gram + character 2-4-gram TF-IDF (fit on training poems) with topic, era and author heads."""
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.svm import LinearSVC
     train = tsel["train"] | ysel["train"]
     tr_docs = [d for d, m in zip(docs, train) if m]
