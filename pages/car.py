@@ -21,6 +21,13 @@ if model is None:
 catalog = model.catalog
 UNSURE = "— not sure —"
 
+
+
+def _use_brand(brand_name: str) -> None:
+    st.session_state["car_brand"] = brand_name
+    st.session_state.pop("car_model", None)
+
+
 # ---- 1. inputs: photo first, then the form
 photo_col, form_col = st.columns([2, 3])
 with photo_col:
@@ -45,17 +52,15 @@ with photo_col:
         except InputError as exc:
             st.error(f"Cannot use this photo: {exc}")
             photo = None
-    # A new photo pre-fills the form with the make it shows (before the form's widgets exist).
-    if photo_image is not None and st.session_state.get("car_prefilled_for") != hash(photo[1]):
-        st.session_state["car_prefilled_for"] = hash(photo[1])
-        is_car, _, brands, _ = model.photo_scores(photo_image)
-        top = max(brands, key=brands.get) if brands else None
-        if is_car and top and brands[top] >= 0.5:
-            st.session_state["car_brand"] = top
-            st.session_state.pop("car_model", None)
-            st.session_state["car_prefill_note"] = f"Brand pre-filled from the photo: {top} ({brands[top]:.0%})."
-    if photo_image is not None and st.session_state.get("car_prefill_note"):
-        st.caption(st.session_state["car_prefill_note"])
+    # The photo's make is a suggestion: one click takes it, and a brand the visitor set is never replaced.
+    if photo_image is not None:
+        if st.session_state.get("car_suggestion_for") != hash(photo[1]):
+            st.session_state["car_suggestion_for"] = hash(photo[1])
+            st.session_state["car_suggestion"] = model.suggested_brand(photo_image)
+        suggestion = st.session_state.get("car_suggestion")
+        if suggestion and suggestion[0] != st.session_state.get("car_brand"):
+            st.button(f"The photo looks like a {suggestion[0]} ({suggestion[1]:.0%}): use it?",
+                      on_click=_use_brand, args=(suggestion[0],), key="car_use_suggestion")
 
 with form_col:
     brands = catalog["brands"]
@@ -74,6 +79,9 @@ with form_col:
                            ("engine_size", "car_engine"), ("year", "car_year")):
             if field in typical:
                 st.session_state[key] = typical[field]
+        if typical:  # an engine size the listings lack for this model is "not sure", not the last model's
+            unsure_now = [f for f in st.session_state.get("car_unsure", []) if f != "engine size"]
+            st.session_state["car_unsure"] = unsure_now + ([] if "engine_size" in typical else ["engine size"])
     st.session_state.setdefault("car_year", 2017)
     st.session_state.setdefault("car_mileage", 30_000)
     st.session_state.setdefault("car_fuel", "Petrol")

@@ -91,6 +91,19 @@ def test_car_page_prices_the_default_car_and_a_photo(car_photo):
     assert not at.exception and "Make from the photo" in texts(at)
 
 
+def test_a_photo_suggests_its_make_but_never_changes_the_brand_the_visitor_set(car_model, car_photo):
+    suggestion = car_model.suggested_brand(car_photo)
+    assert suggestion is not None  # the example photo is a confident make
+    other = next(b for b in car_model.catalog["brands"] if b != suggestion[0])
+    at = page("car", car_brand=other, car_photo=(car_photo.name, car_photo.read_bytes()))
+    assert not at.exception
+    assert at.selectbox(key="car_brand").value == other  # the photo did not override it
+    offer = at.button(key="car_use_suggestion")
+    assert suggestion[0] in offer.label
+    offer.click().run()
+    assert at.selectbox(key="car_brand").value == suggestion[0]  # taken only on the visitor's click
+
+
 def test_choosing_a_model_offers_its_own_commonest_engine_and_fuel():
     at = page("car", car_brand="BMW", car_model="3 Series")
     assert not at.exception
@@ -102,6 +115,8 @@ def test_choosing_a_model_offers_its_own_commonest_engine_and_fuel():
     assert at.number_input(key="car_engine").value != 3.0
     at.selectbox(key="car_model").set_value("i3").run()  # its commonest listing has no engine size
     assert not at.exception and at.selectbox(key="car_fuel").value == "Hybrid"
+    assert "engine size" in at.multiselect(key="car_unsure").value  # not the 3 Series' 2.0 litres
+    assert not any("litre engine" in w.value for w in at.warning)
 
 
 def test_a_corrupted_weight_file_disables_only_that_demo(tmp_path, monkeypatch, chest_film):

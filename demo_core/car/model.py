@@ -30,6 +30,7 @@ Z90 = 1.2815515655446004  # the 90 % quantile of a standard normal
 MAX_PROTOTYPES = 400
 FAST_ROWS = 64  # up to this many rows the numpy tree walker beats sklearn's per-tree calls
 CAR_THRESHOLD = 0.5
+SUGGEST_BRAND_AT = 0.5  # the photo's make is offered (never imposed) at or above this probability
 OPTIONAL_FIELDS = [f for f in FIELDS if f != "brand"]  # what prototypes fill in when the visitor leaves it out
 
 
@@ -114,7 +115,7 @@ class CarModel:
         base = self.predict_details(details)
         form_brand = base.details.get("brand")
         top, p_top = max(brands.items(), key=lambda kv: kv[1]) if brands else (None, 0.0)
-        if form_brand and top and top != form_brand and p_top >= 0.5:
+        if form_brand and top and top != form_brand and p_top >= SUGGEST_BRAND_AT:
             warnings.append(f"The photo looks like a {top} ({p_top:.0%}), but the form says {form_brand}; "
                             "the price follows the form.")
         return _replace(base, is_car=True, car_score=car_score, brand_from_image=brands,
@@ -165,6 +166,15 @@ class CarModel:
         brands = {c: float(p) for c, p in zip(self.make_classes, probs) if c in self.catalog["brands"]}
         other = float(sum(p for c, p in zip(self.make_classes, probs) if c not in self.catalog["brands"]))
         return car >= CAR_THRESHOLD, car, brands, other
+
+    def suggested_brand(self, image) -> tuple[str, float] | None:
+        """The listing brand a car photo suggests, with its probability; None for a non-car photo or an unsure
+        make. A suggestion only: the page offers it, and a brand the visitor chose always wins."""
+        is_car, _, brands, _ = self.photo_scores(image)
+        if not is_car or not brands:
+            return None
+        top = max(brands, key=brands.get)
+        return (top, brands[top]) if brands[top] >= SUGGEST_BRAND_AT else None
 
     def typical_details(self, brand: str, model: str) -> dict:
         """The commonest fuel, gearbox and engine of that model in the listings, and its median year: what a
