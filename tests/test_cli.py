@@ -34,7 +34,8 @@ def test_every_line_gets_an_answer_in_order(chest_film, car_photo):
              json.dumps({"image": 42})]
     out = answers(run_cli("xray", "\n".join(lines) + "\n"))
     assert len(out) == 5
-    assert out[0]["is_chest_xray"] is True and set(out[0]) == {"probabilities", "label", "boxes", "is_chest_xray"}
+    assert out[0]["is_chest_xray"] is True and set(out[0]) == {"probabilities", "label", "boxes", "is_chest_xray",
+                                                      "unfamiliar_film", "familiarity"}
     assert "error" in out[1] and "error" in out[2] and "error" in out[4]
     assert out[3]["is_chest_xray"] is False
 
@@ -49,6 +50,14 @@ def test_poem_and_car_tasks():
                           + json.dumps({"brand": "Ford", "year": 2090}) + "\n"))
     assert car[0]["currency"] == "GBP" and car[0]["price_interval"][0] <= car[0]["price"] <= car[0]["price_interval"][1]
     assert "future" in car[1]["error"]
+
+
+def test_poem_cli_refuses_junk_and_widens_for_another_language():
+    lines = [{"title": "", "text": "🌙✨🌊"}, {"title": "夜", "text": "静夜思 床前明月光 疑是地上霜"},
+             {"title": "Erlkönig", "text": "Wer reitet so spät durch Nacht und Wind? Es ist der Vater mit seinem Kind"}]
+    emoji, chinese, german = answers(run_cli("poem", "".join(json.dumps(x) + "\n" for x in lines)))
+    assert "error" in emoji and "error" in chinese
+    assert german["year_interval"][1] - german["year_interval"][0] >= 100 and german["warnings"]
 
 
 @pytest.mark.parametrize("task", ["xray", "poem", "car"])

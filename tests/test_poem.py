@@ -78,9 +78,27 @@ def test_giant_text_is_truncated_with_a_warning(poem_model):
     assert any("truncated" in w for w in r.warnings)
 
 
-def test_non_english_text_gets_an_answer(poem_model):
-    r = poem_model.predict("夜", "静夜思 床前明月光 疑是地上霜 举头望明月 低头思故乡")
-    assert len(r.topics) == 18 and r.warnings
+@pytest.mark.parametrize("title, text", [("夜", "静夜思 床前明月光 疑是地上霜 举头望明月 低头思故乡"),
+                                         ("", "😀🌙✨🌊 🌹💔")])
+def test_text_with_no_english_word_is_refused_not_dated(poem_model, title, text):
+    with pytest.raises(InputError, match="No English words"):
+        poem_model.predict(title, text)
+
+
+def test_a_german_poem_is_named_as_such_and_gets_a_wide_year_interval(poem_model):
+    r = poem_model.predict("Erlkönig", "Wer reitet so spät durch Nacht und Wind? Es ist der Vater mit seinem Kind; "
+                                       "Er hat den Knaben wohl in dem Arm, Er faßt ihn sicher, er hält ihn warm.")
+    assert any("German" in w for w in r.warnings)
+    assert r.year_interval[1] - r.year_interval[0] >= 100 and r.style_match is None
+
+
+def test_a_single_word_is_too_short_to_date_closely(poem_model):
+    one = poem_model.predict("", "love")
+    full = poem_model.predict("Night", "The stars above the silent sea, the moon upon the water bright, "
+                                       "and all the world is still tonight")
+    assert any("too short" in w for w in one.warnings) and one.style_match is None
+    assert one.year_interval[1] - one.year_interval[0] > full.year_interval[1] - full.year_interval[0]
+    assert not any("too short" in w for w in full.warnings)
 
 
 def test_requests_are_validated(poem_model):

@@ -59,6 +59,10 @@ class PoemPrediction:
         return out
 
 
+MIN_WORDS = 6  # fewer words than this: too short to date
+MIN_ENGLISH_SHARE = 0.5  # fewer recognised English words than this share: another language
+
+
 class PoemModel:
     def __init__(self, card: dict, config: dict, pipeline: TextPipeline, original, minilm_heads, encoder,
                  author_years: dict[str, list], tfidf: dict | None = None, style: StyleHeads | None = None):
@@ -85,6 +89,23 @@ class PoemModel:
             raise InputError('"text" is required: the poem as a string.')
         return self.predict(title or "", text, author)
 
+    @staticmethod
+    def _unreliable_text(pre) -> list[str]:
+        """Warnings for a text too short or too little English to date or classify: such a text gets no
+        style match and the wider year interval measured on texts of a few words."""
+        out = []
+        if len(pre.words) < MIN_WORDS:
+            out.append(f"This text has only {len(pre.words)} word{'s' * (len(pre.words) != 1)}: too short to date or "
+                       "classify reliably, so the year interval is wide.")
+        if pre.other_language:
+            out.append(f"This reads like {pre.other_language}, not English: the analyzer learnt from English poems, "
+                       "so the year interval is wide and no style match is given.")
+        elif pre.english_share() < MIN_ENGLISH_SHARE:
+            out.append(f"Only {pre.english_share():.0%} of the words are recognised English (another language?): "
+                       "the analyzer learnt from English poems, so the year interval is wide and no style match "
+                       "is given.")
+        return out
+
     def predict(self, title: str, text: str, author: str | None = None) -> PoemPrediction:
         if not text or not text.strip():
             raise InputError("Please enter the poem's text; it is empty.")
@@ -98,12 +119,14 @@ class PoemModel:
         author = (author or "")[:MAX_AUTHOR]
         pre = self.pipeline.run(f"{title}\n{text}")
         warnings += list(pre.warnings)
+        if pre.n_english == 0:
+            raise InputError("No English words were recognised in this text. The analyzer learnt from English "
+                             "poems only, so it cannot read this one.")
+        unreliable = self._unreliable_text(pre)
+        warnings += unreliable
         n_words = len(pre.lemmas)
-        if n_words == 0:
-            warnings.append("No English words were recognised; the answer is close to a guess.")
-        elif pre.n_unknown / n_words > 0.6:
-            warnings.append("Most words are outside the model's vocabulary (another language?); "
-                            "treat the answer with caution.")
+        if not unreliable and n_words and pre.n_unknown / n_words > 0.6:
+            warnings.append("Most words are outside the model's vocabulary; treat the answer with caution.")
         if pre.truncated:
             warnings.append("Only the first 150 processed words enter the sequence model.")
 
@@ -125,7 +148,7 @@ class PoemModel:
             X = self.style.features([style_text(title, text)])
             probs.append(self.style.topic_probabilities(X)[0])
             sy = self.style.years(X)[0]
-            if sy.author_margin > float(self.config["style_author_margin"]):
+            if sy.author_margin > float(self.config["style_author_margin"]) and not unreliable:
                 year, style_author = sy.author_year, sy.closest_author
             else:
                 w = float(self.config["style_neural_weight"])
@@ -143,6 +166,8 @@ class PoemModel:
             if key:
                 warnings.append("This author is not in the training data, so the year comes from the text alone.")
             half = self.config["interval_half_width_style_author" if style_author else "interval_half_width_text_only"]
+        if unreliable and not known:  # as wide as the year error measured on such texts
+            half = max(half, float(self.config.get("interval_half_width_short_text", half)))
         this_year = _dt.date.today().year
         year = min(year, this_year)
         lo, hi = int(round(year - half)), int(min(this_year, round(year + half)))

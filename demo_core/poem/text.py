@@ -61,12 +61,27 @@ class Preprocessed:
     n_unknown: int
     truncated: bool
     warnings: tuple[str, ...] = field(default=())
+    n_english: int = 0  # words in plain English letters that are English stop words or in the vocabulary
+    other_language: str | None = None  # a language whose stop words the text uses more than English ones
+
+    def english_share(self) -> float:
+        return self.n_english / len(self.words) if self.words else 0.0
 
     def to_dict(self) -> dict:
         return {"decontracted": self.decontracted, "tokens": list(self.tokens), "words": list(self.words),
                 "without_stopwords": list(self.without_stopwords), "lemmas": list(self.lemmas),
                 "ids": list(self.ids), "n_unknown": self.n_unknown, "truncated": self.truncated,
                 "warnings": list(self.warnings)}
+
+
+def _other_languages_stopwords() -> dict[str, frozenset[str]]:
+    """Stop-word lists of the other languages NLTK ships (empty where only English is installed)."""
+    import nltk
+    try:
+        ids = [f for f in nltk.corpus.stopwords.fileids() if f not in ("english", "README")]
+        return {f: frozenset(nltk.corpus.stopwords.words(f)) for f in ids}
+    except (LookupError, OSError):
+        return {}
 
 
 class TextPipeline:
@@ -87,6 +102,7 @@ class TextPipeline:
             self._word_tokenize = nltk.word_tokenize if "punkt_tab" not in self.missing else None
             self.stopwords = (frozenset(nltk.corpus.stopwords.words("english"))
                               if "stopwords" not in self.missing else _FALLBACK_STOPWORDS)
+            self.other_stopwords = _other_languages_stopwords() if "stopwords" not in self.missing else {}
             self._tagger = None
             if "averaged_perceptron_tagger_eng" not in self.missing:
                 from nltk.tag import PerceptronTagger
@@ -128,5 +144,19 @@ class TextPipeline:
         kept = [w for w in words if w not in self.stopwords]
         lemmas = self.lemmatize(kept)
         ids, unknown, truncated = self.to_ids(lemmas)
+        # CJK and other scripts count as letters for str.isalpha(): English means ASCII letters the
+        # stop-word list or the vocabulary (as the word or its lemma) knows.
+        english = sum(1 for w in words if w.isascii() and w in self.stopwords)
+        english += sum(1 for w, lem in zip(kept, lemmas) if w.isascii() and (w in self.index or lem in self.index))
         return Preprocessed(dec, tuple(tokens), tuple(words), tuple(kept), tuple(lemmas), ids, unknown,
-                            truncated, self.warnings)
+                            truncated, self.warnings, english, self.other_language(words))
+
+    def other_language(self, words: list[str]) -> str | None:
+        """The language whose stop words the text uses most, when that is not English: function words
+        tell languages apart well even in a few lines (a German ballad: 17 German, 2 English)."""
+        if not self.other_stopwords or not words:
+            return None
+        english = sum(1 for w in words if w in self.stopwords)
+        hits = {lang: sum(1 for w in words if w in sw) for lang, sw in self.other_stopwords.items()}
+        lang, best = max(hits.items(), key=lambda kv: kv[1])
+        return lang.capitalize() if best >= 2 and best > 2 * english else None
