@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from math import sqrt
 
+import numpy as np
+
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % (by default) Wilson score interval for a proportion of ``successes`` out of ``n``.
@@ -22,3 +24,17 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
 def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
     """``wilson_interval`` for an accuracy as the cards store it (a fraction of ``n`` examples)."""
     return wilson_interval(round(accuracy * n), n)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins."""
+    p = np.asarray(p)
+    conf, pred = p.max(1), p.argmax(1)
+    right = (pred == np.asarray(y)).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += inside.mean() * abs(right[inside].mean() - conf[inside].mean())
+    return float(ece)

@@ -36,9 +36,13 @@ every weight file.
 """)
 st.header("Honest limits")
 st.markdown("""
-- **X-ray.** Classes correlate with the source collection. Accuracy is reported per source. "Indeterminate" is rare.
-  The gate refuses photos and documents, but it has never seen CT, MRI or other body parts.
-- **Poems.** Year labels are mostly estimated from the author's life, so the year is an era guess. Topics come
+- **X-ray.** Classes correlate with the source collection. Accuracy is reported per source, and for each large
+  source held out of training entirely (the Models page): a film from another hospital may fare as badly as the
+  worst of those. The class probabilities read only the lung field, at one common level of detail, so an export as
+  JPEG, a crop or another resolution barely moves them; a film far from every training film gets a caution.
+  "Indeterminate" is rare. The gate refuses photos and documents, but it has never seen CT, MRI or other body parts.
+- **Poems.** A text with no English word is refused; a very short text or one in another language gets a year
+  interval as wide as measured on texts of a few words. Year labels are mostly estimated from the author's life, so the year is an era guess. Topics come
   from keyword-mapped tags.
 - **Cars.** These are 2020 UK asking prices for nine brands. A photo cannot tell a car's year or mileage, so a
   price from a photo alone is wide.

@@ -34,7 +34,7 @@ def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None,
     if target is not None:
         fig.add_hline(y=target, line_dash="dash", line_color="#d1242f", annotation_text="target")
     fig.update_layout(title=title, height=320, yaxis=dict(range=[0, ymax]), margin=dict(l=10, r=10, t=40, b=10))
-    st.plotly_chart(fig, use_container_width=True)
+    st.plotly_chart(fig, width="stretch")
 
 
 def files_and_notes(card: dict):
@@ -57,6 +57,63 @@ def with_interval(part: dict | None) -> str:
         return "—"
     lo, hi = accuracy_interval(part["accuracy"], part["n"])
     return f"{part['accuracy']:.3f} ({lo:.2f}–{hi:.2f}, n = {part['n']})"
+
+
+def robustness_frame(current: dict, earlier: dict | None) -> pd.DataFrame:
+    """One row per export transform: top-class agreement and mean TV, now and before the lung reading."""
+    before = {r["transform"]: r for r in (earlier or {}).get("transforms", [])}
+    rows = []
+    for r in current.get("transforms", []):
+        b = before.get(r["transform"], {})
+        met = r["agreement"] >= 0.95 and r["mean_tv"] <= 0.05
+        rows.append({"transform": r["transform"], "agreement": fmt(r["agreement"]), "mean TV": fmt(r["mean_tv"]),
+                     "targets (≥ 0.95, ≤ 0.05)": "met" if met else "missed",
+                     "before: agreement": fmt(b.get("agreement")), "before: mean TV": fmt(b.get("mean_tv"))})
+    return pd.DataFrame(rows)
+
+
+def render_xray_robustness(card: dict) -> None:
+    """What a film from another hospital meets: exports, sources never seen, calibration, where it looks."""
+    metrics = card["metrics"]
+    st.markdown("#### Robustness: the same film after an export")
+    rob, earlier = metrics.get("robustness"), metrics.get("robustness_earlier")
+    if rob:
+        st.dataframe(robustness_frame(rob, earlier), hide_index=True)
+        att, att_before = rob.get("attention_in_lungs", {}), (earlier or {}).get("attention_in_lungs", {})
+        st.caption(f"{rob['films']} test films, each compared with itself after the transform (bench/"
+                   "xray_robustness.py). 'Before' is the design shipped before the lung reading "
+                   f"({(earlier or {}).get('design', 'whole-film probe')}). Attention mass inside the lung boxes: "
+                   f"{fmt(att.get('mean_share_inside_lung_boxes'))} (before "
+                   f"{fmt(att_before.get('mean_share_inside_lung_boxes'))}; a uniform map would give "
+                   f"{fmt(att.get('uniform_map_share'))}; {att.get('n', 0)} test films with lung boxes; target ≥ 0.75). "
+                   f"Each member's own map: the lung probe {fmt(att.get('lung_probe_map_share'))}, the fine-tuned "
+                   f"member {fmt(att.get('finetuned_map_share'))}: the whole-film member still looks outside the "
+                   "lungs.")
+        if rob.get("cost"):
+            st.caption("What robustness cost: " + rob["cost"])
+    t = metrics["test"]
+    if "ece" in t:
+        st.markdown(f"**Calibration**: expected calibration error on the test split {t['ece']:.3f} after temperature "
+                    f"scaling (T = {card['ensemble']['temperature']:g}, fitted on validation), "
+                    f"{t['ece_before_calibration']:.3f} before; target ≤ 0.05.")
+    loso = metrics.get("leave_one_source_out", {})
+    if loso.get("sources"):
+        st.markdown("#### Sources never seen: leave one source out")
+        st.dataframe(pd.DataFrame([
+            {"held-out source": s, "films": v["n"], "accuracy (95 % interval)":
+             f"{v['accuracy']:.3f} ({v['interval_95'][0]:.2f}–{v['interval_95'][1]:.2f})",
+             "labels": ", ".join(f"{k} {n}" for k, n in v["labels"].items()),
+             "called": ", ".join(f"{k} {n}" for k, n in v["called"].items() if n)}
+            for s, v in loso["sources"].items()]), hide_index=True)
+        st.caption(loso["what"])
+    fam = card.get("familiarity", {})
+    if fam.get("held_out_sources"):
+        st.markdown(f"**Unfamiliar-film warning**: above {fam['threshold']:.2f}. "
+                    f"{fam['what']}; the threshold was set with sources held out entirely. Test films from the "
+                    f"training sources flagged: {fam['test_films_flagged']:.1%}.")
+        st.dataframe(pd.DataFrame([{"held-out source": s, "films": v["n"], "flagged": f"{v['flagged']:.0%}",
+                                    "familiar validation films flagged": f"{v['familiar_validation_flagged']:.0%}"}
+                                   for s, v in fam["held_out_sources"].items()]), hide_index=True)
 
 
 tabs = st.tabs(["Chest X-ray", "Poem analyzer", "Car price"])
@@ -82,11 +139,9 @@ with tabs[0]:
             ("gate: photos/documents refused", fmt(g.get("test_negatives_refused")), "≥ 0.99", ""),
         ]), hide_index=True)
         ens = card.get("ensemble", {})
-        if ens.get("probe_refit"):
-            st.caption("The probe member's input size, features, film weighting, regularisation and blend weight "
-                       f"were chosen by {ens.get('selected_by', 'validation accuracy + macro AUC')}; its head was "
-                       "then fitted again on the training and validation films. The fine-tuned member, the gate "
-                       "and the boxes learnt from the training films only.")
+        st.caption("The lung probe's input size, features, regularisation, the blend weight and the temperature "
+                   f"were chosen on {ens.get('selected_by', 'validation')}. Every member learnt from the training "
+                   "films only.")
         for read in card["metrics"].get("earlier_test_reads", []):
             st.caption(f"Read earlier on the same test split ({read.get('note', 'not the shipped design')}): "
                        f"{read['design']}: accuracy "
@@ -103,13 +158,14 @@ with tabs[0]:
         with c2:
             bar("AUC and AP per class (held-out)", {f"AUC {k}": v for k, v in t.get("auc_per_class", {}).items()}
                 | {f"AP {k}": v for k, v in t.get("ap_per_class", {}).items()}, ".2f")
+        render_xray_robustness(card)
         hist = card.get("training", {}).get("history", [])
         if hist:
             h = pd.DataFrame(hist)
             fig = go.Figure([go.Scatter(x=h.epoch, y=h.val_accuracy, name="val accuracy"),
                              go.Scatter(x=h.epoch, y=h.val_macro_auc, name="val macro AUC")])
             fig.update_layout(title="Training curve (validation)", height=280, margin=dict(l=10, r=10, t=40, b=10))
-            st.plotly_chart(fig, use_container_width=True)
+            st.plotly_chart(fig, width="stretch")
             if card["training"].get("run"):
                 st.caption(f"Trained with {card['training']['run']}. The curve is the validation score seen "
                            "during training; the epoch with the best accuracy + macro AUC was kept.")
@@ -158,7 +214,7 @@ with tabs[1]:
         fig = go.Figure([go.Bar(name=m, x=comp.index, y=comp[m]) for m in ("top-1", "micro-F1")])
         fig.update_layout(barmode="group", title="Topics by design (held-out)", height=300, yaxis=dict(range=[0, 1]),
                           margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, use_container_width=True)
+        st.plotly_chart(fig, width="stretch")
         files_and_notes(card)
 
 with tabs[2]:
@@ -223,7 +279,7 @@ with tabs[2]:
                                                mode="lines+markers"))
                     fig.update_layout(title="Make fine-tuning: validation top-1 per epoch", height=300,
                                       xaxis_title="epoch", yaxis=dict(range=[0, 1]), margin=dict(l=10, r=10, t=40, b=10))
-                    st.plotly_chart(fig, use_container_width=True)
+                    st.plotly_chart(fig, width="stretch")
             for k, v in p.get("candidates", {}).items():
                 if isinstance(v, str):
                     st.caption(f"{k.replace('_', ' ')}: {v}")

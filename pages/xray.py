@@ -10,7 +10,7 @@ from demo_core.errors import InputError
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES, DESCRIPTIONS
 from ui import models
-from ui.drawing import draw_boxes, overlay_heatmap, png_bytes
+from ui.drawing import draw_boxes, draw_window, overlay_heatmap, png_bytes
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -20,25 +20,31 @@ st.warning("**Not for clinical use.** A student demo trained on public research 
            "diagnoses, not read by radiologists. It must not inform any decision about a patient.", icon="⚠️")
 
 # ---- 1. input: an upload, or an example from the data directory
-uploaded = st.file_uploader("Upload a frontal chest radiograph", type=["png", "jpg", "jpeg", "dcm"],
-                            help="PNG, JPEG or DICOM, up to 50 MB. Processed in memory only; nothing is stored.")
+# Any file name: PACS exports are often named IM000001 or FILM.dicom. The content decides, and a file that
+# is not an image gets a visible message below, not a hover-only refusal in the uploader.
+uploaded = st.file_uploader("Upload a frontal chest radiograph",
+                            help="PNG, JPEG, WebP, BMP, TIFF or DICOM (any file name, old ACR-NEMA files too), up "
+                                 "to 50 MB. Processed in memory only; nothing is stored.")
 if uploaded is not None:
     st.session_state["xray_input"] = (uploaded.name, uploaded.getvalue())
+    st.session_state["xray_input_label"] = f"your upload, {uploaded.name}"
 
 example_list = examples.xray_examples()
 if example_list:
     cols = st.columns([3, 1, 1])
     choice = cols[0].selectbox("...or try an example film", [e.label for e in example_list], index=None,
                                placeholder="Choose an example")
-    if cols[1].button("Use example", disabled=choice is None, use_container_width=True):
+    if cols[1].button("Use example", disabled=choice is None, width="stretch"):
         ex = next(e for e in example_list if e.label == choice)
         st.session_state["xray_input"] = (ex.path.name, ex.path.read_bytes())
-    if cols[2].button("Same film as DICOM", disabled=choice is None, use_container_width=True,
+        st.session_state["xray_input_label"] = f"example film: {ex.label}"
+    if cols[2].button("Same film as DICOM", disabled=choice is None, width="stretch",
                       help="Wraps the example in a MONOCHROME1 DICOM with a window, to show the DICOM path."):
         ex = next(e for e in example_list if e.label == choice)
         gray = load_image(ex.path).gray()
         st.session_state["xray_input"] = (ex.path.stem + ".dcm",
                                           examples.as_dicom(gray, monochrome1=True, window=(2048, 4096)))
+        st.session_state["xray_input_label"] = f"example film as a MONOCHROME1 DICOM: {ex.label}"
 
 if "xray_input" not in st.session_state:
     st.info("Upload a film or pick an example to start.")
@@ -50,6 +56,7 @@ if model is None:
 
 # ---- 2. one call
 name, data = st.session_state["xray_input"]
+st.caption(f"Showing: {st.session_state.get('xray_input_label', name)}")
 try:
     image = load_image(data, name=name)
     result = model.predict(image)
@@ -69,6 +76,9 @@ left, right = st.columns([3, 2])
 with right:
     st.subheader(f"Most likely: {result.label}")
     st.caption(DESCRIPTIONS[result.label])
+    if result.caution():
+        st.warning(f"**Unfamiliar film.** {result.caution()} (distance to the training films: "
+                   f"{result.familiarity:.2f}, warning above {result.familiarity_threshold:.2f})", icon="🧭")
     ap = card.get("metrics", {}).get("test", {}).get("ap_per_class", {})
     fig = go.Figure(go.Bar(
         x=[result.probabilities[c] for c in CLASSES], y=CLASSES, orientation="h",
@@ -76,7 +86,7 @@ with right:
         textposition="auto", marker_color=["#1f6feb" if c == result.label else "#9db9e6" for c in CLASSES]))
     fig.update_layout(xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"), height=260,
                       yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=10, b=10))
-    st.plotly_chart(fig, use_container_width=True)
+    st.plotly_chart(fig, width="stretch")
     st.caption("AP = average precision of that class on held-out films (from the model card): how much to "
                "trust that bar. 'Indeterminate' had only a few dozen training films.")
     threshold = st.slider("Opacity box score threshold", 0.05, 0.95, model.default_threshold, 0.05)
@@ -88,10 +98,12 @@ with left:
     if show_heat:
         picture = overlay_heatmap(picture, model.attention_map(result))
     annotated = draw_boxes(picture, boxes)
-    caption = f"{len(boxes)} opacity box(es) at score ≥ {threshold:.2f}"
+    if result.lungs is not None:
+        annotated = draw_window(annotated, result.lungs.window_in_image(result.image_size))
+    caption = f"{len(boxes)} opacity box(es) at score ≥ {threshold:.2f} · dashed frame: the lung field the probe read"
     if show_heat:
         caption += " · colours: model attention, not a finding"
-    st.image(annotated, caption=caption, use_container_width=True)
+    st.image(annotated, caption=caption, width="stretch")
 
 with st.expander("What was done to the image"):
     st.write(f"Format: **{image.source_format}**, {image.size[0]} × {image.size[1]} px")

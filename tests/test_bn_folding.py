@@ -53,7 +53,7 @@ def test_folding_removes_batch_norms_and_keeps_every_output():
 def test_served_xray_model_answers_like_the_file_it_was_folded_from(xray_model, chest_film):
     keras = _tf.keras()
     unfolded = keras.models.load_model(task_dir("xray") / "model.keras", compile=False)
-    x, _ = xray_model.member_inputs(load_image(chest_film))
+    x, _, _ = xray_model.member_inputs(load_image(chest_film))
     want, got = unfolded(x, training=False), xray_model.model(x, training=False)
     for key in ("probabilities", "is_chest_xray", "heatmap", "box_size"):
         np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-4)
@@ -63,9 +63,8 @@ def test_served_xray_model_answers_like_the_file_it_was_folded_from(xray_model, 
 def test_served_probe_answers_like_its_file(xray_model, chest_film):
     keras = _tf.keras()
     unfolded = keras.models.load_model(task_dir("xray") / "probe.keras", compile=False)
-    inputs = xray_model.member_inputs(load_image(chest_film))
-    x_probe = inputs[1]
-    out = xray_model._forward(*inputs)
+    x, x_probe, _ = xray_model.member_inputs(load_image(chest_film))
+    out = xray_model._forward(x, x_probe)
     np.testing.assert_allclose(out["probe_probabilities"].numpy(),
                                unfolded(x_probe, training=False)["probabilities"].numpy(), atol=1e-4)
 

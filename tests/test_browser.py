@@ -1,8 +1,8 @@
 """The real app in headless Chromium: every page loads, the key text shows, screenshots are saved.
 
 Starts `streamlit run` on a free localhost port and drives Debian's Chromium
-through Playwright (no browser download).  Screenshots go to docs/screenshots/
-(the README shows them).
+through Playwright (no browser download).  Screenshots go to tests/artifacts/ (git-ignored), or to
+$SCREENSHOT_DIR: `make screenshots` refreshes docs/screenshots/, which the README shows.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = ROOT / os.environ.get("SCREENSHOT_DIR", "tests/artifacts")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
@@ -140,3 +139,19 @@ def test_a_shared_link_opens_its_page_even_as_the_first_request_after_a_restart(
         assert "Chest X-ray" in nav and "Poem analyzer" in nav  # the app's navigation, not the pages/ file names
         assert "streamlit app" not in nav
         page.close()
+
+
+@pytest.mark.parametrize("file_name", ["IM000001", "FILM.dicom"])
+def test_a_dicom_named_as_pacs_exports_are_uploads_and_is_analysed(app_url, browser, data_dir, file_name):
+    # PACS exports often carry no extension; the uploader must not refuse them by name
+    from demo_core.examples import as_dicom, xray_examples
+    from demo_core.intake import load_image
+    film = as_dicom(load_image(xray_examples()[0].path).gray(), monochrome1=True, window=(2048, 4096))
+    page = open_page(browser, f"{app_url}/xray")
+    page.locator("input[type='file']").first.set_input_files(
+        files=[{"name": file_name, "mimeType": "application/octet-stream", "buffer": film}])
+    page.get_by_text("Most likely").first.wait_for()
+    wait_idle(page)
+    assert page.get_by_text(f"your upload, {file_name}").count() >= 1
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()

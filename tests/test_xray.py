@@ -20,22 +20,70 @@ def test_a_film_gets_four_probabilities_summing_to_one(xray_model, chest_film):
     assert r.label == max(r.probabilities, key=r.probabilities.get)
 
 
-def test_probabilities_blend_the_two_members_with_the_cards_weight(xray_model, chest_film):
-    # the shipped answer is w * fine-tuned + (1 - w) * ImageNet probe, w chosen on validation
-    w = xray_model.card["ensemble"]["finetuned_weight"]
-    assert 0 <= w <= 1 and xray_model.finetuned_weight == w
-    out = xray_model._forward(*xray_model.member_inputs(load_image(chest_film)))
+def test_probabilities_blend_the_two_members_then_apply_the_cards_temperature(xray_model, chest_film):
+    # the shipped answer is softmax(log(w * fine-tuned + (1 - w) * lung probe) / T), w and T chosen on validation
+    from demo_core.xray.model import calibrated
+    ensemble = xray_model.card["ensemble"]
+    w, t = ensemble["finetuned_weight"], ensemble["temperature"]
+    assert 0 <= w <= 1 and xray_model.finetuned_weight == w and t > 0
+    x, x_probe, _ = xray_model.member_inputs(load_image(chest_film))
+    out = xray_model._forward(x, x_probe)
     finetuned, probe = out["probabilities"].numpy()[0], out["probe_probabilities"].numpy()[0]
     got = np.array(list(xray_model.predict(chest_film).probabilities.values()))
-    np.testing.assert_allclose(got, w * finetuned + (1 - w) * probe, atol=1e-5)
+    np.testing.assert_allclose(got, calibrated((w * finetuned + (1 - w) * probe)[None], t)[0], atol=1e-5)
 
 
-def test_each_member_reads_the_film_at_its_own_size(xray_model, chest_film):
-    # the fine-tuned member reads 224 px; the probe reads the size validation chose for it (in the card)
-    x, x_probe = xray_model.member_inputs(load_image(chest_film))
-    size = xray_model.card["ensemble"].get("probe_input_size", 224)
+def test_each_member_reads_the_film_its_own_way(xray_model, chest_film):
+    # the fine-tuned member reads the whole film at 224 px; the probe reads the lung crop at the size validation chose
+    x, x_probe, lungs = xray_model.member_inputs(load_image(chest_film))
+    size = xray_model.card["ensemble"]["probe_input_size"]
     assert tuple(x.shape) == (1, 224, 224, 3) and tuple(x_probe.shape) == (1, size, size, 3)
     assert str(size) in xray_model.input_description()
+    assert lungs.window[2] > lungs.window[0] and lungs.window[3] > lungs.window[1]
+
+
+def test_the_lung_field_is_found_where_the_annotators_drew_it(xray_model, data_dir):
+    # films with annotated lungs from the test split of the lung-field network: the crop holds both lungs
+    import json
+    import pandas as pd
+    from demo_core.xray.preprocess import COMMON_DETAIL
+    manifest = pd.read_csv(data_dir / "cxr" / "manifest.csv")
+    rows = manifest[manifest.lung_boxes.fillna("[]") != "[]"].sample(12, random_state=3)
+    covered = []
+    for row in rows.itertuples():
+        image = load_image(data_dir / "cxr" / row.file)
+        x0, y0, x1, y1 = xray_model.read_lungs(image.gray())[1].window
+        boxes = np.array(json.loads(row.lung_boxes)) * COMMON_DETAIL / [row.width, row.height, row.width, row.height]
+        area = lambda b: max(0, b[2] - b[0]) * max(0, b[3] - b[1])  # noqa: E731
+        inside = sum(area([max(b[0], x0), max(b[1], y0), min(b[2], x1), min(b[3], y1)]) for b in boxes)
+        covered.append(inside / sum(area(b) for b in boxes))
+    assert np.median(covered) >= 0.9
+
+
+def test_an_export_barely_moves_the_answer(xray_model, data_dir):
+    # the small version of bench/xray_robustness.py: a few films, every transform a hospital export applies
+    from demo_core.xray.robustness import TRANSFORMS, stability_table
+    from demo_core.examples import xray_examples
+    films = [load_image(e.path).gray() for e in xray_examples()[:3]]
+    table = stability_table(lambda im: np.array(list(xray_model.predict_image(im).probabilities.values())), films)
+    assert [r.transform for r in table] == [t.name for t in TRANSFORMS]
+    by_name = {r.transform: r for r in table}
+    assert by_name["16-bit MONOCHROME1 DICOM"].mean_tv < 0.02
+    assert max(r.mean_tv for r in table) < 0.15
+
+
+def test_a_familiar_film_gets_no_caution_and_the_cli_says_so(xray_model, chest_film):
+    r = xray_model.predict(chest_film)
+    assert r.familiarity is not None and not r.unfamiliar and r.caution() is None
+    assert r.to_dict()["unfamiliar_film"] is False
+
+
+def test_a_film_unlike_the_training_films_gets_the_caution(xray_model, chest_film):
+    # the same film upside down and mirrored: still grey and chest-like, but no training film looks like it
+    gray = load_image(chest_film).gray()
+    odd = xray_model.predict(png_bytes(np.ascontiguousarray(gray[::-1, ::-1])))
+    normal = xray_model.predict(chest_film)
+    assert odd.familiarity > normal.familiarity
 
 
 def test_boxes_lie_inside_the_image(xray_model, data_dir):

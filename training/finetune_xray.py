@@ -30,14 +30,13 @@ import numpy as np
 import pandas as pd
 
 from common import keep_best_epochs, require_data, seed_everything, softmax
+from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_manifest, read_gray
 
-from demo_core.xray import labels as L
 from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
 
 PRELOAD = 288  # each film is decoded once at this size; augmented crops are cut from it
 STRIDE = 16
 GRID = INPUT_SIZE // STRIDE
-CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0, 1.0], np.float32)  # indeterminate has ~40 images
 PACK_COLUMNS = ["file", "source", "label", "y", "det_valid", "split", "width", "height"]
 
 Films = dict[int, tuple[np.ndarray, list[list[float]]]]  # manifest index -> (288 px film, boxes at 288 px)
@@ -46,7 +45,6 @@ Films = dict[int, tuple[np.ndarray, list[list[float]]]]  # manifest index -> (28
 # ----------------------------------------------------------------------------- films
 
 def preload_films(data: Path, df: pd.DataFrame) -> Films:
-    from train_xray import read_gray
     films = {}
     for i, row in df.iterrows():
         g = read_gray(data / "cxr" / row.file)
@@ -172,7 +170,6 @@ def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int =
     """
     import keras
     from keras import ops
-    from train_xray import build_model, classification_metrics
 
     keras.utils.set_random_seed(seed)
     tr, va = df[df.split == "train"], df[df.split == "val"]
@@ -268,7 +265,6 @@ def main() -> None:
     if args.pack:
         df, films = read_pack(args.pack)
     else:
-        from train_xray import load_manifest
         data = require_data()
         df = load_manifest(data, smoke=args.smoke)
         films = preload_films(data, df)
@@ -279,7 +275,6 @@ def main() -> None:
     if args.smoke:
         args.epochs, args.batch = 1, 8
     import keras
-    from train_xray import build_model
     # Validation films as the app sees them, here from the 288 px copy (the CPU machine re-scores
     # the chosen weights on the original files).
     x_val = np.stack([to_model_input(films[i][0]) for i in df[df.split == "val"].index])

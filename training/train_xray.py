@@ -5,7 +5,8 @@ CenterNet-style opacity head, then fit the "is this a chest X-ray?" gate.
     python training/train_xray.py --smoke    # a few steps on a few images, for tests
     python training/train_xray.py --finetuned STEM.weights.h5   # weights from finetune_xray.py (e.g. a GPU run)
 
-Writes weights/xray/{model.keras, probe.keras, card.json} (the probe member: xray_probe.py).  Splits are patient-wise where the
+Writes weights/xray/{model.keras, lungs.keras, probe.keras, familiarity.npz, card.json} (the lung field:
+train_lungs.py; the probe member: xray_probe.py).  Splits are patient-wise where the
 manifest has patient ids; the test split is only read once, at the very end.
 """
 
@@ -16,81 +17,23 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pandas as pd
 
-from common import ROOT, backbone_weights, group_split, require_data, seed_everything, softmax, write_card
+from common import ROOT, backbone_weights, require_data, seed_everything, softmax, write_card
 
 from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
 from demo_core.xray import labels as L
-from finetune_xray import CLASS_WEIGHTS, GRID, STRIDE, finetune, preload_films
-
-
-def source_of(file: str) -> str:
-    return Path(file).name.split("_", 1)[0]
-
-
-def load_manifest(data: Path, smoke: bool = False) -> pd.DataFrame:
-    """The manifest with source, class index, detection mask and split; ``smoke``: 24 films per split."""
-    df = pd.read_csv(data / "cxr" / "manifest.csv")
-    df["source"] = df["file"].map(source_of)
-    df["y"] = df["label"].map(L.CLASSES.index)
-    df["boxes"] = df["boxes"].map(json.loads)
-    # Where detection supervision exists: the masked COVID-QU-Ex films (boxes from expert
-    # masks), TBX11K's boxes, and true negatives.  Other films' opacities were never drawn.
-    df["det_valid"] = (df["boxes"].map(len) > 0) | (df["label"] == "negative")
-    keys = [p if isinstance(p, str) and p else f"img:{f}" for p, f in zip(df["patient_id"].fillna(""), df["file"])]
-    df["split"] = group_split(keys, (df["source"] + "/" + df["label"]).tolist(), seed=0)
-    if smoke:
-        df = pd.concat([g.sample(min(len(g), 24), random_state=0) for _, g in df.groupby("split")])
-    return df
-
-
-def read_gray(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise RuntimeError(f"cannot read {path}")
-    return img
-
-
-def film_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
-    """The films of ``part``, 8-bit grayscale at their own size."""
-    return [read_gray(data / "cxr" / f) for f in part.file]
-
-
-def model_inputs(data: Path, part: pd.DataFrame) -> np.ndarray:
-    """The films of ``part`` as the app feeds them to the model (full file, squashed to 224 px)."""
-    return np.stack([to_model_input(g) for g in film_grays(data, part)])
+from finetune_xray import GRID, STRIDE, finetune, preload_films
+from train_lungs import add_lung_field
+from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_manifest, model_inputs
+from xray_probe import add_probe_member
 
 
 # ----------------------------------------------------------------------------- model
 
-def build_model(keras):
-    from keras import layers
-    inp = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="image")
-    backbone = keras.applications.MobileNetV2(input_tensor=inp, include_top=False, weights=None)
-    backbone.load_weights(str(backbone_weights()))
-    for layer in backbone.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False  # tiny batches: keep ImageNet statistics (inference mode)
-    c4 = backbone.get_layer("block_13_expand_relu").output
-    c5 = backbone.get_layer("out_relu").output
-    pooled = layers.GlobalAveragePooling2D(name="pooled")(c5)
-    logits = layers.Dense(4, name="class_logits")(layers.Dropout(0.3)(pooled))
-    p = layers.Add()([layers.UpSampling2D(2)(layers.Conv2D(128, 1)(c5)), layers.Conv2D(128, 1)(c4)])
-    p = layers.Conv2D(128, 3, padding="same", activation="relu")(layers.ReLU()(p))
-    heat = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap",
-                         bias_initializer=keras.initializers.Constant(-2.19))(p)
-    size = layers.Conv2D(2, 1, activation="sigmoid", name="box_size")(p)
-    return keras.Model(inp, {"class_logits": logits, "heatmap": heat, "box_size": size,
-                             "pooled": pooled, "features": c5}, name="xray")
-
-
 def export_model(keras, train_model, gate_w: np.ndarray, gate_b: float):
     """Inference graph: softmax probabilities, heat map, sizes, gate, CAM features."""
     from keras import layers
-    out = train_model.outputs if isinstance(train_model.outputs, dict) else dict(zip(train_model.output_names, train_model.outputs))
     o = train_model.output
     probs = layers.Softmax(name="probabilities")(o["class_logits"])
     gate = layers.Dense(1, activation="sigmoid", name="is_chest_xray")
@@ -144,25 +87,6 @@ def average_precision(preds_per_image, gts_per_image, thr=0.5) -> float:
         mpre[i] = max(mpre[i], mpre[i + 1])
     idx = np.where(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
-
-
-def classification_metrics(y: np.ndarray, p: np.ndarray, sources: np.ndarray) -> dict:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-    pred = p.argmax(1)
-    per_class_auc, per_class_ap = {}, {}
-    for k, name in enumerate(L.CLASSES):
-        if 0 < (y == k).sum() < len(y):
-            per_class_auc[name] = float(roc_auc_score(y == k, p[:, k]))
-            per_class_ap[name] = float(average_precision_score(y == k, p[:, k]))
-    per_source = {s: {"n": int((sources == s).sum()), "accuracy": float((pred[sources == s] == y[sources == s]).mean())}
-                  for s in sorted(set(sources))}
-    confusion = np.zeros((4, 4), int)
-    for t, q in zip(y, pred):
-        confusion[t, q] += 1
-    return {"n": int(len(y)), "accuracy": float((pred == y).mean()),
-            "macro_auc": float(np.mean(list(per_class_auc.values()))),
-            "auc_per_class": per_class_auc, "ap_per_class": per_class_ap,
-            "accuracy_per_source": per_source, "confusion": confusion.tolist()}
 
 
 # ----------------------------------------------------------------------------- main
@@ -291,8 +215,8 @@ def main() -> None:
                    "README); MobileNetV2 ImageNet weights Apache-2.0 / MIT. Demo and research use only.",
     }
     write_card(args.out, card)
-    # The class probabilities ship as a blend with a frozen-ImageNet probe, chosen on validation.
-    from xray_probe import add_probe_member
+    # The class probabilities ship as a blend with a frozen-ImageNet probe that reads the lung field.
+    add_lung_field(args.out, df, data, smoke=args.smoke)
     add_probe_member(args.out, df, data, smoke=args.smoke)
     print("wrote", args.out, flush=True)
 
@@ -301,7 +225,6 @@ def fit_gate(keras, model, predict, xva, pre, tr, data, smoke, gate_negatives):
     """Logistic regression on pooled features: chest X-rays vs photos, documents, screens."""
     from sklearn.linear_model import LogisticRegression
     neg_tr, neg_te, desc = gate_negatives(data, smoke=smoke)
-    rng = np.random.default_rng(1)
     pos_idx = tr.index.to_numpy()
     if smoke:
         pos_idx = pos_idx[:16]

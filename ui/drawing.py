@@ -27,6 +27,21 @@ def draw_boxes(rgb: np.ndarray, boxes, color=(255, 64, 64)) -> Image.Image:
     return img
 
 
+def draw_window(img: Image.Image, window: tuple[int, int, int, int], color=(80, 200, 255)) -> Image.Image:
+    """A dashed frame: the part of the film the lung reader looked at."""
+    img = img.copy()
+    draw = ImageDraw.Draw(img)
+    width = max(1, round(max(img.size) / 400))
+    dash = max(6, round(max(img.size) / 60))
+    x0, y0, x1, y1 = window
+    for a, b, horizontal, fixed in ((x0, x1, True, y0), (x0, x1, True, y1), (y0, y1, False, x0), (y0, y1, False, x1)):
+        for start in range(int(a), int(b), 2 * dash):
+            end = min(int(b), start + dash)
+            draw.line([(start, fixed), (end, fixed)] if horizontal else [(fixed, start), (fixed, end)],
+                      fill=color, width=width)
+    return img
+
+
 def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     return (rgb * (1 - alpha) + colored * alpha).astype(np.uint8)

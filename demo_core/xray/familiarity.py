@@ -1,0 +1,72 @@
+"""How unlike the training films a film is: distance in the probe's feature space.
+
+The probe's pooled features are standardised, projected on their first
+principal components (whitened), and a film's score is its mean distance to
+its ``k`` nearest training films, divided by the median score of held-out
+films from the training sources.  So 1.0 is a typical familiar film, and the
+threshold above which the page warns is chosen on sources held out entirely
+(``training/xray_probe.py``, leave-one-source-out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FAMILIARITY_FILE = "familiarity.npz"
+COMPONENTS = 48
+NEIGHBOURS = 10
+
+
+@dataclass(frozen=True)
+class FamiliarityIndex:
+    mean: np.ndarray  # (d,) standardisation
+    scale: np.ndarray  # (d,)
+    components: np.ndarray  # (COMPONENTS, d), whitened rows
+    reference: np.ndarray  # (n, COMPONENTS): the training films, projected
+    typical: float  # median raw score of held-out familiar films
+    threshold: float  # scores above this (in units of ``typical``) are unfamiliar
+
+    def project(self, pooled: np.ndarray) -> np.ndarray:
+        return ((np.atleast_2d(pooled) - self.mean) / self.scale) @ self.components.T
+
+    def raw_scores(self, pooled: np.ndarray, *, exclude_self: bool = False) -> np.ndarray:
+        z = self.project(pooled)
+        d2 = (z ** 2).sum(1)[:, None] + (self.reference ** 2).sum(1)[None] - 2 * z @ self.reference.T
+        d = np.sqrt(np.maximum(d2, 0.0))
+        d.sort(axis=1)
+        start = 1 if exclude_self else 0
+        return d[:, start:start + NEIGHBOURS].mean(1)
+
+    def scores(self, pooled: np.ndarray) -> np.ndarray:
+        """Distance to the training films, 1.0 = a typical familiar film."""
+        return self.raw_scores(pooled) / self.typical
+
+    @classmethod
+    def fit(cls, pooled: np.ndarray, familiar_held_out: np.ndarray, threshold: float = np.inf) -> FamiliarityIndex:
+        """From the training films' pooled features; ``familiar_held_out`` (e.g. validation films of the same
+        sources) sets the unit."""
+        mean, scale = pooled.mean(0), pooled.std(0) + 1e-6
+        z = (pooled - mean) / scale
+        _, s, vt = np.linalg.svd(z - z.mean(0), full_matrices=False)
+        k = min(COMPONENTS, len(s))
+        components = vt[:k] / (s[:k, None] / np.sqrt(max(len(z) - 1, 1)) + 1e-6)
+        index = cls(mean.astype(np.float32), scale.astype(np.float32), components.astype(np.float32),
+                    (z @ components.T).astype(np.float32), 1.0, float(threshold))
+        typical = float(np.median(index.raw_scores(familiar_held_out)))
+        return cls(index.mean, index.scale, index.components, index.reference, typical, float(threshold))
+
+    def with_threshold(self, threshold: float) -> FamiliarityIndex:
+        return FamiliarityIndex(self.mean, self.scale, self.components, self.reference, self.typical, threshold)
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, mean=self.mean, scale=self.scale, components=self.components,
+                            reference=self.reference, typical=self.typical, threshold=self.threshold)
+
+    @classmethod
+    def load(cls, path: Path) -> FamiliarityIndex:
+        with np.load(path) as f:
+            return cls(f["mean"], f["scale"], f["components"], f["reference"], float(f["typical"]),
+                       float(f["threshold"]))
