@@ -25,7 +25,10 @@ def test_every_card_is_complete_and_matches_its_files(task):
 
 def test_weights_are_small():
     total = sum(p.stat().st_size for p in weights_dir().rglob("*") if p.is_file())
-    assert total < 120 * 2**20
+    # a fresh clone for Streamlit Community Cloud carries them all (about 122 MiB with the X-ray lung field and
+    # familiarity index); every file stays far under GitHub's 100 MB per file
+    assert total < 128 * 2**20
+    assert max(p.stat().st_size for p in weights_dir().rglob("*") if p.is_file()) < 50 * 2**20
 
 
 def test_a_corrupted_file_disables_only_its_demo(tmp_path, monkeypatch):

@@ -83,7 +83,7 @@ def test_a_film_unlike_the_training_films_gets_the_caution(xray_model, chest_fil
     gray = load_image(chest_film).gray()
     odd = xray_model.predict(png_bytes(np.ascontiguousarray(gray[::-1, ::-1])))
     normal = xray_model.predict(chest_film)
-    assert odd.familiarity > normal.familiarity
+    assert odd.familiarity > normal.familiarity and odd.unfamiliar and not normal.unfamiliar
 
 
 def test_boxes_lie_inside_the_image(xray_model, data_dir):

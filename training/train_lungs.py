@@ -146,7 +146,9 @@ def add_lung_field(folder: Path, df: pd.DataFrame, data: Path, *, epochs: int = 
     report.update(robustness_of_fields(model, parts["val"][0]))
     print(json.dumps(report), flush=True)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / LUNG_FILE)
+    plain = keras.models.clone_model(model)  # without the optimizer's state: a third of the file
+    plain.set_weights(model.get_weights())
+    plain.save(folder / LUNG_FILE)
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     card["lung_field"] = {"architecture": "5 conv blocks (16-128 filters) + dense, 96 px equalised input, "

@@ -467,6 +467,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
 
 def write_probe_card(folder, card, best, blend, members, grid, loso, flags, index) -> None:
     card.pop("files", None)
+    card.pop("date", None)  # the class probabilities changed today
     test = card["metrics"]["test"]
     if "ensemble" in card:  # the blend shipped before was read on test too: keep its figures beside the new ones
         card["metrics"].setdefault("earlier_test_reads", []).append({
