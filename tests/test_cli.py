@@ -60,6 +60,16 @@ def test_poem_cli_refuses_junk_and_widens_for_another_language():
     assert german["year_interval"][1] - german["year_interval"][0] >= 100 and german["warnings"]
 
 
+def test_car_cli_says_a_mileage_past_the_listings_is_an_extrapolation_and_widens():
+    fiesta = {"brand": "Ford", "model": "Fiesta", "year": 2017}
+    usual, far = answers(run_cli("car", json.dumps({**fiesta, "mileage": 30_000}) + "\n"
+                                 + json.dumps({**fiesta, "mileage": 400_000}) + "\n"))
+    assert any("extrapolation" in w for w in far["warnings"])
+    assert not any("extrapolation" in w for w in usual.get("warnings", []))
+    ratio = lambda r: r["price_interval"][1] / r["price_interval"][0]  # noqa: E731
+    assert ratio(far) > ratio(usual)  # no narrower where no listing backs the price
+
+
 @pytest.mark.parametrize("task", ["xray", "poem", "car"])
 def test_a_task_without_weights_answers_errors_and_never_invents(task, tmp_path):
     proc = run_cli(task, '{"image": "a.png", "text": "x", "brand": "Ford"}\n{}\n', env={"DEMO_WEIGHTS_DIR": str(tmp_path)})

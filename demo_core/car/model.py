@@ -30,6 +30,7 @@ Z90 = 1.2815515655446004  # the 90 % quantile of a standard normal
 MAX_PROTOTYPES = 400
 FAST_ROWS = 64  # up to this many rows the numpy tree walker beats sklearn's per-tree calls
 CAR_THRESHOLD = 0.5
+MAX_STRETCH = 3.0  # the most an interval past the listings' mileage is stretched (in log price)
 SUGGEST_BRAND_AT = 0.5  # the photo's make is offered (never imposed) at or above this probability
 OPTIONAL_FIELDS = [f for f in FIELDS if f != "brand"]  # what prototypes fill in when the visitor leaves it out
 
@@ -129,6 +130,7 @@ class CarModel:
         rows, weights, filled = self._prototypes(details)
         price, lo, hi = self._pooled(rows, weights)
         lo, hi = self._widened(price, lo, hi, filled)
+        lo, hi = self._no_narrower_beyond_the_listings(details, price, lo, hi)
         if filled:
             warnings.append(f"Not given: {', '.join(filled)}; the price averages over typical cars, so the "
                             "interval is wider.")
@@ -144,12 +146,34 @@ class CarModel:
         if d.fuel is not None and "fuels" in proto and d.fuel not in proto["fuels"]:
             out.append(f"No {name} in the listings runs on {d.fuel.lower()} (only {', '.join(proto['fuels']).lower()}); "
                        "this price is an extrapolation.")
+        miles = proto.get("miles")
+        if d.mileage is not None and miles and d.mileage > miles[1]:
+            out.append(f"No {name} in the listings has more than {miles[1]:,.0f} miles; this price is an "
+                       "extrapolation, and its interval widens with the distance past it.")
+        years = proto.get("year_range")
+        if d.year is not None and years and not years[0] <= d.year <= years[1]:
+            out.append(f"The listings have {name}s from {years[0]} to {years[1]} only; this price for a {d.year} car "
+                       "is an extrapolation.")
         engines = proto.get("engines")
         if d.engine_size is not None and d.engine_size > 0 and engines and \
                 not engines[0] - 0.05 <= d.engine_size <= engines[1] + 0.05:
             out.append(f"No {name} in the listings has a {d.engine_size:g}-litre engine (they range "
                        f"{engines[0]:g}–{engines[1]:g} litres); this price is an extrapolation.")
         return out
+
+    def _no_narrower_beyond_the_listings(self, d: CarDetails, price: float, lo: float, hi: float) -> tuple[float, float]:
+        """Past the highest mileage the model's listings reach, the trees answer as at that edge and their interval
+        would not grow. No listing backs such a price, so the interval is the edge's (relative to the price),
+        stretched in proportion to how far past the edge the mileage is: x2 at twice the highest mileage, at most
+        x3."""
+        proto = self.catalog["prototypes"].get(model_key(d.brand, d.model)) if d.model else None
+        miles = (proto or {}).get("miles")
+        if d.mileage is None or not miles or d.mileage <= miles[1]:
+            return lo, hi
+        edge = self.predict_details({**d.given(), "mileage": miles[1]})
+        (e_lo, e_hi), e_price = edge.price_interval, edge.price
+        stretch = min(MAX_STRETCH, d.mileage / miles[1])
+        return min(lo, price * (e_lo / e_price) ** stretch), max(hi, price * (e_hi / e_price) ** stretch)
 
     def photo_scores(self, image) -> tuple[bool, float, dict[str, float], float]:
         if self._photo is None:

@@ -24,6 +24,12 @@ def model_key(brand: str, model: str) -> str:
     return f"{brand}|{model}"
 
 
+def listing_ranges(g: pd.DataFrame) -> dict:
+    """The mileage and years one model's listings cover: beyond them a price is an extrapolation."""
+    return {"miles": [float(g.mileage.min()), float(g.mileage.max())],
+            "year_range": [int(g.year.min()), int(g.year.max())]}
+
+
 def build_catalog(train: pd.DataFrame) -> dict:
     """Everything inference needs to know about the listings, as summaries only (no rows)."""
     cat = {"brands": sorted(train.brand.unique().tolist()),
@@ -51,6 +57,7 @@ def build_catalog(train: pd.DataFrame) -> dict:
             "fuels": sorted(g.fuel.unique().tolist()),
             "engines": [float(e) for e in g.engine_size[g.engine_size > 0].agg(["min", "max"])]
             if (g.engine_size > 0).any() else None,
+            **listing_ranges(g),
         }
     return cat
 
