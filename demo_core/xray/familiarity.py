@@ -10,7 +10,7 @@ threshold above which the page warns is chosen on sources held out entirely
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +32,12 @@ class FamiliarityIndex:
     def project(self, pooled: np.ndarray) -> np.ndarray:
         return ((np.atleast_2d(pooled) - self.mean) / self.scale) @ self.components.T
 
-    def raw_scores(self, pooled: np.ndarray, *, exclude_self: bool = False) -> np.ndarray:
+    def raw_scores(self, pooled: np.ndarray) -> np.ndarray:
         z = self.project(pooled)
         d2 = (z ** 2).sum(1)[:, None] + (self.reference ** 2).sum(1)[None] - 2 * z @ self.reference.T
         d = np.sqrt(np.maximum(d2, 0.0))
         d.sort(axis=1)
-        start = 1 if exclude_self else 0
-        return d[:, start:start + NEIGHBOURS].mean(1)
+        return d[:, :NEIGHBOURS].mean(1)
 
     def scores(self, pooled: np.ndarray) -> np.ndarray:
         """Distance to the training films, 1.0 = a typical familiar film."""
@@ -55,11 +54,10 @@ class FamiliarityIndex:
         components = vt[:k] / (s[:k, None] / np.sqrt(max(len(z) - 1, 1)) + 1e-6)
         index = cls(mean.astype(np.float32), scale.astype(np.float32), components.astype(np.float32),
                     (z @ components.T).astype(np.float32), 1.0, float(threshold))
-        typical = float(np.median(index.raw_scores(familiar_held_out)))
-        return cls(index.mean, index.scale, index.components, index.reference, typical, float(threshold))
+        return replace(index, typical=float(np.median(index.raw_scores(familiar_held_out))))
 
     def with_threshold(self, threshold: float) -> FamiliarityIndex:
-        return FamiliarityIndex(self.mean, self.scale, self.components, self.reference, self.typical, threshold)
+        return replace(self, threshold=float(threshold))
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, mean=self.mean, scale=self.scale, components=self.components,

@@ -35,30 +35,34 @@ def to_model_input(gray: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     The whole film is squashed to a square (no crop), as two of the training
     sources already are, so a box maps back by scaling x and y separately.
     """
+    return _scaled(_squashed(gray, size))
+
+
+def _squashed(gray: np.ndarray, size: int) -> np.ndarray:
+    """The whole film, 8-bit grayscale, resized to size x size (area-averaged when shrinking)."""
     if gray.ndim == 3:
         gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
     interp = cv2.INTER_AREA if min(gray.shape) >= size else cv2.INTER_LINEAR
-    small = cv2.resize(gray, (size, size), interpolation=interp)
-    return _scaled(small)
+    return cv2.resize(gray, (size, size), interpolation=interp)
+
+
+def _unit_range(gray: np.ndarray) -> np.ndarray:
+    return gray.astype(np.float32) / 127.5 - 1.0
 
 
 def _scaled(gray: np.ndarray) -> np.ndarray:
-    x = gray.astype(np.float32) / 127.5 - 1.0
-    return np.repeat(x[..., None], 3, axis=2)
+    return np.repeat(_unit_range(gray)[..., None], 3, axis=2)
 
 
 def common_detail(gray: np.ndarray) -> np.ndarray:
     """The film at the common level of detail: uint8 (COMMON_DETAIL, COMMON_DETAIL)."""
-    if gray.ndim == 3:
-        gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
-    interp = cv2.INTER_AREA if min(gray.shape) >= COMMON_DETAIL else cv2.INTER_LINEAR
-    return cv2.resize(gray, (COMMON_DETAIL, COMMON_DETAIL), interpolation=interp)
+    return _squashed(gray, COMMON_DETAIL)
 
 
 def lung_net_input(common: np.ndarray) -> np.ndarray:
     """What the lung-field network reads: the equalised common-detail film, float32 (96, 96, 1) in [-1, 1]."""
     small = cv2.resize(cv2.equalizeHist(common), (LUNG_NET_SIZE, LUNG_NET_SIZE), interpolation=cv2.INTER_AREA)
-    return (small.astype(np.float32) / 127.5 - 1.0)[..., None]
+    return _unit_range(small)[..., None]
 
 
 def crop_window(field: np.ndarray) -> tuple[int, int, int, int]:
