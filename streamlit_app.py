@@ -2,7 +2,10 @@
 
 import streamlit as st
 
+from ui import models
+
 st.set_page_config(page_title="ML showcase: X-ray, poems, cars", page_icon="🔬", layout="wide")
+models.show_warmup_progress()  # the first page on a fresh server starts loading every model
 
 pages = [
     st.Page("pages/home.py", title="Home", icon="🏠", default=True),

@@ -23,13 +23,18 @@ def data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+SHIPPED_NLTK_DATA = PROJECT_ROOT / "nltk_data"  # the English resources, in the repository (nltk_data/LICENSES.md)
+LOCAL_NLTK_DATA = PROJECT_ROOT / ".nltk_data"  # WordNet, assembled from Debian's wordnet-base (git-ignored)
+
+
 def nltk_data_dirs() -> list[Path]:
     """Local NLTK data folders, most specific first; nothing is downloaded."""
     dirs: list[Path] = []
     if os.environ.get("NLTK_DATA"):
         dirs += [Path(p) for p in os.environ["NLTK_DATA"].split(os.pathsep) if p]
+    dirs.append(SHIPPED_NLTK_DATA)
     data = data_dir()
     if data is not None:
         dirs.append(data / "nltk_data")
-    dirs.append(PROJECT_ROOT / ".nltk_data")
+    dirs.append(LOCAL_NLTK_DATA)
     return [d for d in dirs if d.is_dir()]

@@ -23,6 +23,16 @@ UNSURE = "— not sure —"
 
 
 
+def _fill_in(details: dict) -> None:
+    """An example car's details into the form (its own engine and fuel, not the model's commonest)."""
+    keys = {"brand": "car_brand", "model": "car_model", "year": "car_year", "mileage": "car_mileage",
+            "fuel": "car_fuel", "transmission": "car_transmission", "engine_size": "car_engine"}
+    st.session_state.update({keys[k]: v for k, v in details.items() if k in keys})
+    st.session_state["car_defaults_for"] = (details["brand"], details["model"])
+    st.session_state["car_unsure"] = []
+    st.session_state["car_use_details"] = True
+
+
 def _use_brand(brand_name: str) -> None:
     st.session_state["car_brand"] = brand_name
     st.session_state.pop("car_model", None)
@@ -63,6 +73,13 @@ with photo_col:
                       on_click=_use_brand, args=(suggestion[0],), key="car_use_suggestion")
 
 with form_col:
+    car_examples = examples.car_details_examples()
+    if car_examples:
+        pick_car = st.selectbox("Fill in an example car", [c.label for c in car_examples], index=None,
+                                placeholder="Choose an example car")
+        if pick_car:
+            chosen = next(c for c in car_examples if c.label == pick_car)
+            st.button("Fill in", on_click=_fill_in, args=(chosen.details,), key="car_fill_example")
     brands = catalog["brands"]
     if st.session_state.get("car_brand") not in [UNSURE] + brands:
         st.session_state["car_brand"] = "Ford"
@@ -98,7 +115,8 @@ with form_col:
     engine = c5.number_input("Engine size (litres)", min_value=0.0, max_value=20.0, step=0.1, format="%.1f",
                              key="car_engine")
     unsure = st.multiselect("Fields I don't know", ["year", "mileage", "engine size"], key="car_unsure")
-    use_details = st.toggle("Use these details", value=True, key="car_use_details",
+    st.session_state.setdefault("car_use_details", True)
+    use_details = st.toggle("Use these details", key="car_use_details",
                             help="Switch off to price from the photo alone.")
 
 details = {}

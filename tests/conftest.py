@@ -33,14 +33,15 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def chest_film(data_dir) -> Path:
-    """A real held-out-style radiograph from the data directory."""
+def chest_film() -> Path:
+    """A real held-out radiograph from the shipped example pack (CC BY)."""
     from demo_core.examples import xray_examples
     return xray_examples()[0].path
 
 
 @pytest.fixture(scope="session")
-def car_photo(data_dir) -> Path:
+def car_photo() -> Path:
+    """A car photo whose make is a listed brand: the data directory's first, else the pack's."""
     from demo_core.examples import car_photo_examples
     return car_photo_examples()[0].path
 

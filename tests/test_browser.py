@@ -1,5 +1,7 @@
 """The real app in headless Chromium: every page loads, the key text shows, screenshots are saved.
 
+The server runs as it does on Community Cloud: no data directory beside the clone (``DEMO_DATA_DIR``
+points nowhere), so the examples come from the shipped pack and NLTK from the repository's ``nltk_data/``.
 Starts `streamlit run` on a free localhost port and drives Debian's Chromium
 through Playwright (no browser download).  Screenshots go to tests/artifacts/ (git-ignored), or to
 $SCREENSHOT_DIR: `make screenshots` refreshes docs/screenshots/, which the README shows.
@@ -38,9 +40,11 @@ def free_port() -> int:
 def running_app():
     """A fresh `streamlit run` of the app; yields its URL once it answers."""
     port = free_port()
+    hosted = {**os.environ, "DEMO_DATA_DIR": str(ROOT / "no-data-directory-as-on-cloud")}
+    hosted.pop("NLTK_DATA", None)
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=hosted, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -107,7 +111,7 @@ def test_every_page_shows_its_key_text(app_url, browser):
         page.close()
 
 
-def test_one_click_examples_show_results(app_url, browser, data_dir):
+def test_one_click_examples_show_results_with_no_data_directory(app_url, browser):
     for button, result, name in (("Try an example X-ray", "Most likely", "xray_result"),
                                  ("Try an example poem", "Written around", "poem_result"),
                                  ("Try an example car photo", "Estimated price", "car_photo_result")):
@@ -116,7 +120,18 @@ def test_one_click_examples_show_results(app_url, browser, data_dir):
         page.get_by_text(result).first.wait_for()
         wait_idle(page)
         assert page.locator("[data-testid='stException']").count() == 0
+        if name == "poem_result":  # the real NLTK pipeline, from the repository's nltk_data/
+            assert page.get_by_text("is missing").count() == 0
+            assert page.get_by_text("fallback").count() == 0
         shot(page, name)
+        page.close()
+
+
+def test_every_demo_page_offers_examples_with_no_data_directory(app_url, browser):
+    for path, offer in (("xray", "try an example film"), ("poem", "Fill in a public-domain example"),
+                        ("car", "example photo"), ("car", "Fill in an example car")):
+        page = open_page(browser, f"{app_url}/{path}")
+        page.get_by_text(offer).first.wait_for()
         page.close()
 
 
@@ -142,7 +157,7 @@ def test_a_shared_link_opens_its_page_even_as_the_first_request_after_a_restart(
 
 
 @pytest.mark.parametrize("file_name", ["IM000001", "FILM.dicom"])
-def test_a_dicom_named_as_pacs_exports_are_uploads_and_is_analysed(app_url, browser, data_dir, file_name):
+def test_a_dicom_named_as_pacs_exports_are_uploads_and_is_analysed(app_url, browser, file_name):
     # PACS exports often carry no extension; the uploader must not refuse them by name
     from demo_core.examples import as_dicom, xray_examples
     from demo_core.intake import load_image

@@ -97,7 +97,7 @@ def test_boxes_lie_inside_the_image(xray_model, data_dir):
             assert 0 <= b.score <= 1
 
 
-def test_annotated_film_with_opacities_gets_a_box(xray_model):
+def test_annotated_film_with_opacities_gets_a_box(xray_model, data_dir):
     from demo_core.examples import xray_examples
     ex = next(e for e in xray_examples() if "opacity annotation" in e.label)
     assert xray_model.predict(ex.path).boxes_above(0.1)

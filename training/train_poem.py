@@ -25,6 +25,7 @@ import pandas as pd
 from common import ROOT, linear_rows, require_data, seed_everything, write_card
 
 from demo_core.poem.model import DESIGN_MEMBERS
+from demo_core.poem.split import split_of
 from demo_core.poem.style import StyleHeads, quantize_rows_int8, style_text
 from demo_core.poem.text import SEQUENCE_LENGTH, TextPipeline
 
@@ -35,11 +36,6 @@ SCRATCH_TEST_READS = [
                "shipped)", "top1_accuracy": 0.776},
 ]
 YEAR_MEAN, YEAR_STD = 1850.0, 100.0
-
-
-def split_of(poem_id: str) -> str:
-    h = int(hashlib.sha1(poem_id.encode()).hexdigest(), 16) % 100
-    return "test" if h < 15 else "val" if h < 30 else "train"
 
 
 def load(data: Path, smoke: bool) -> pd.DataFrame:

@@ -1,8 +1,18 @@
-"""One cached model per process, shared by every session (the models are read-only)."""
+"""One model per demo per process, shared by every session (the models are read-only), warmed early.
+
+The first page any visitor opens on a fresh server starts one background thread that loads all three
+models, the chest X-ray's first, while the visitor is still choosing a file. ``st.cache_resource`` holds
+that warm-up, so nothing loads twice, and ``st.cache_resource.clear()`` starts afresh. A page whose
+model is still loading shows a spinner with the time so far; the sidebar shows the warm-up's progress.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
 
@@ -10,35 +20,87 @@ from demo_core.errors import ModelUnavailable
 
 log = logging.getLogger("demo_app")
 
-
-@st.cache_resource(show_spinner="Loading the chest X-ray model (first visit only)...")
-def _xray():
-    from demo_core.xray import model
-    return model.load()
+# Loading order: the X-ray first (the doctors' demo and the slowest), then the car, then the poem.
+DEMOS = {"xray": ("chest X-ray", "demo_core.xray.model"), "car": ("car price", "demo_core.car.model"),
+         "poem": ("poem", "demo_core.poem.model")}
 
 
-@st.cache_resource(show_spinner="Loading the poem models (first visit only)...")
-def _poem():
-    from demo_core.poem import model
-    return model.load()
+def _load(task: str):
+    """The plain loader: ``demo_core.<task>.model.load()``."""
+    return importlib.import_module(DEMOS[task][1]).load()
 
 
-@st.cache_resource(show_spinner="Loading the car models (first visit only)...")
-def _car():
-    from demo_core.car import model
-    return model.load()
+class Warmup:
+    """Loads every demo's model in one background thread, in ``DEMOS`` order; thread-safe."""
+
+    def __init__(self, loader=_load):
+        self.started = time.monotonic()
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-warmup")
+        self._futures: dict[str, Future] = {task: pool.submit(self._timed, loader, task) for task in DEMOS}
+        pool.shutdown(wait=False)
+
+    def _timed(self, loader, task: str):
+        t0 = time.monotonic()
+        try:
+            return loader(task)
+        finally:
+            with self._lock:
+                self.seconds[task] = time.monotonic() - t0
+
+    def ready(self, task: str) -> bool:
+        return self._futures[task].done()
+
+    def all_ready(self) -> bool:
+        return all(f.done() for f in self._futures.values())
+
+    def result(self, task: str):
+        """The loaded model (waits for it); raises what loading raised."""
+        return self._futures[task].result()
+
+    def progress(self) -> tuple[float, str]:
+        """(share of demos ready, a line for the visitor)."""
+        done = [t for t in DEMOS if self.ready(t)]
+        parts = [f"{DEMOS[t][0]} {'✓' if t in done else '…'}" for t in DEMOS]
+        return len(done) / len(DEMOS), f"Warming up the models ({time.monotonic() - self.started:.0f} s): " + \
+            " · ".join(parts)
 
 
-_LOADERS = {"xray": _xray, "poem": _poem, "car": _car}
+@st.cache_resource(show_spinner=False)
+def warmup() -> Warmup:
+    """The process's one warm-up, started by the first page that runs."""
+    return Warmup()
 
 
 def get(task: str):
     """The loaded model, or None after showing why this demo is unavailable."""
+    w = warmup()
     try:
-        return _LOADERS[task]()
+        if w.ready(task):
+            return w.result(task)
+        with st.spinner(f"Loading the {DEMOS[task][0]} model (once, after the server starts)...", show_time=True):
+            return w.result(task)
     except ModelUnavailable as exc:
         st.error(f"This demo is unavailable: {exc}")
     except Exception as exc:  # a broken install disables one demo, never the app
         log.error("loading %s failed: %s", task, type(exc).__name__)
         st.error(f"This demo is unavailable: the model could not be loaded ({type(exc).__name__}).")
     return None
+
+
+def show_warmup_progress() -> None:
+    """In the sidebar while any model is still loading; refreshes itself each second, then goes away."""
+    w = warmup()
+    if w.all_ready():
+        return
+
+    @st.fragment(run_every=1.0)
+    def progress() -> None:
+        if w.all_ready():
+            st.rerun()  # the whole page, now without this timer
+        share, line = w.progress()
+        st.progress(share, text=line)
+
+    with st.sidebar:
+        progress()

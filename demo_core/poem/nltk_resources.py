@@ -1,23 +1,21 @@
 """Find NLTK resources locally; say clearly which ones are missing.
 
-Lookup order: ``$NLTK_DATA``, ``$DEMO_DATA_DIR/nltk_data`` (``../shared/data``
-in development and CI), then ``.nltk_data/`` in the project, where WordNet is
-assembled from Debian's ``wordnet-base`` package (``/usr/share/wordnet``).
-Nothing is downloaded unless ``DEMO_NLTK_DOWNLOAD=1`` is set (a one-time
-fallback for a hosted app with internet access).
+Lookup order: ``$NLTK_DATA``, ``nltk_data/`` in the repository (the English
+punkt_tab, stop words and tagger, shipped), ``$DEMO_DATA_DIR/nltk_data``, then
+``.nltk_data/`` in the project, where WordNet is assembled from Debian's
+``wordnet-base`` package (``/usr/share/wordnet``). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import os
 import re
 import shutil
 import threading
 from pathlib import Path
 
-from ..settings import PROJECT_ROOT, nltk_data_dirs
+from ..settings import LOCAL_NLTK_DATA, nltk_data_dirs
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,7 @@ _configured = False
 
 
 def local_wordnet_dir() -> Path:
-    return PROJECT_ROOT / ".nltk_data"
+    return LOCAL_NLTK_DATA
 
 
 def build_wordnet_from_debian(target_root: Path | None = None, source: Path = DEBIAN_WORDNET) -> Path | None:
@@ -104,12 +102,4 @@ def missing() -> dict[str, str]:
             nltk.data.find(path)
         except LookupError:
             absent[name] = purpose
-    if absent and os.environ.get("DEMO_NLTK_DOWNLOAD") == "1":
-        target = local_wordnet_dir()
-        for name in list(absent):
-            try:
-                if nltk.download(name, download_dir=str(target), quiet=True):
-                    del absent[name]
-            except Exception as exc:  # offline: keep the visible degradation
-                log.warning("download of %s failed: %s", name, exc)
     return absent
