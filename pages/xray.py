@@ -10,7 +10,7 @@ from demo_core.errors import InputError
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES, DESCRIPTIONS
 from ui import models
-from ui.drawing import draw_boxes, draw_window, overlay_heatmap, png_bytes
+from ui.drawing import annotated_film, png_bytes
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -94,12 +94,8 @@ with right:
 
 with left:
     boxes = result.boxes_above(threshold)
-    picture = image.pixels
-    if show_heat:
-        picture = overlay_heatmap(picture, model.attention_map(result))
-    annotated = draw_boxes(picture, boxes)
-    if result.lungs is not None:
-        annotated = draw_window(annotated, result.lungs.window_in_image(result.image_size))
+    window = result.lungs.window_in_image(result.image_size) if result.lungs is not None else None
+    annotated = annotated_film(image.pixels, boxes, window, model.attention_map(result) if show_heat else None)
     caption = f"{len(boxes)} opacity box(es) at score ≥ {threshold:.2f} · dashed frame: the lung field the probe read"
     if show_heat:
         caption += " · colours: model attention, not a finding"
@@ -115,7 +111,10 @@ with st.expander("What was done to the image"):
         st.json(safe)
 
 d1, d2 = st.columns(2)
-d1.download_button("Download annotated PNG", png_bytes(annotated), file_name="xray_annotated.png", mime="image/png")
+# PNG-encoding the picture takes longer than the model: done only on the visitor's click
+d1.download_button("Download annotated PNG", lambda: png_bytes(annotated), file_name="xray_annotated.png",
+                   mime="image/png", on_click="ignore")
 d2.download_button("Download result (JSON)", json.dumps(result.to_dict(), indent=2), file_name="xray_result.json",
+                   on_click="ignore",
                    mime="application/json")
 st.caption("Limits: " + " ".join(card.get("limitations", [])))

@@ -42,6 +42,29 @@ def draw_window(img: Image.Image, window: tuple[int, int, int, int], color=(80, 
     return img
 
 
+DISPLAY_MAX_SIDE = 1280  # px: what a page shows; a 2,000 px film is drawn and sent at this size
+
+
+def annotated_film(rgb: np.ndarray, boxes, window: tuple[int, int, int, int] | None,
+                   heat: np.ndarray | None = None) -> Image.Image:
+    """The film as the page shows it, at most DISPLAY_MAX_SIDE px: attention, opacity boxes, lung frame."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    shown = rgb if scale == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    if heat is not None:
+        shown = overlay_heatmap(shown, cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR))
+    picture = draw_boxes(shown, [_scaled_box(b, scale) for b in boxes])
+    if window is not None:
+        picture = draw_window(picture, tuple(round(v * scale) for v in window))
+    return picture
+
+
+def _scaled_box(box, scale: float):
+    from dataclasses import replace
+    return replace(box, box=tuple(v * scale for v in box.box))
+
+
 def overlay_heatmap(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     return (rgb * (1 - alpha) + colored * alpha).astype(np.uint8)

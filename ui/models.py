@@ -4,6 +4,7 @@ The first page any visitor opens on a fresh server starts one background thread 
 models, the chest X-ray's first, while the visitor is still choosing a file. ``st.cache_resource`` holds
 that warm-up, so nothing loads twice, and ``st.cache_resource.clear()`` starts afresh. A page whose
 model is still loading shows a spinner with the time so far; the sidebar shows the warm-up's progress.
+Loading competes with inference for the CPU, so a result asked for during the warm-up is slower.
 """
 
 from __future__ import annotations
@@ -90,17 +91,9 @@ def get(task: str):
 
 
 def show_warmup_progress() -> None:
-    """In the sidebar while any model is still loading; refreshes itself each second, then goes away."""
+    """In the sidebar while any model is still loading (redrawn with each run of the page, never on a timer:
+    a timed rerun would interrupt a visitor's own run)."""
     w = warmup()
-    if w.all_ready():
-        return
-
-    @st.fragment(run_every=1.0)
-    def progress() -> None:
-        if w.all_ready():
-            st.rerun()  # the whole page, now without this timer
+    if not w.all_ready():
         share, line = w.progress()
-        st.progress(share, text=line)
-
-    with st.sidebar:
-        progress()
+        st.sidebar.progress(share, text=line)
