@@ -7,6 +7,7 @@ from demo_core import examples
 from demo_core.errors import InputError
 from demo_core.intake import load_image
 from ui import models
+from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -72,8 +73,11 @@ with photo_col:
             st.button(f"The photo looks like a {suggestion[0]} ({suggestion[1]:.0%}): use it?",
                       on_click=_use_brand, args=(suggestion[0],), key="car_use_suggestion")
 
+car_examples = examples.car_details_examples()
+linked = example_from_link(len(car_examples))
+if linked is not None:
+    _fill_in(car_examples[linked].details)
 with form_col:
-    car_examples = examples.car_details_examples()
     if car_examples:
         pick_car = st.selectbox("Fill in an example car", [c.label for c in car_examples], index=None,
                                 placeholder="Choose an example car")

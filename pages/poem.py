@@ -6,6 +6,7 @@ import streamlit as st
 from demo_core import examples
 from demo_core.errors import InputError
 from ui import models
+from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -16,12 +17,21 @@ st.write("Type or paste a poem. The model suggests its **topics** and **when it 
 
 # ---- 1. input
 poems = examples.poem_examples()
-if poems and st.button("✨ Fill in a public-domain example"):
-    i = st.session_state.get("poem_example_i", -1) + 1
+
+
+def fill_in(i: int) -> None:
     st.session_state["poem_example_i"] = i
     ex = poems[i % len(poems)]
     st.session_state.update(poem_title=ex["title"], poem_text=ex["text"], poem_author=ex["author"],
                             poem_truth=f"Source tags: {ex['topics']} · year label {ex['year']}")
+
+
+linked = example_from_link(len(poems))
+if linked is not None:
+    fill_in(linked)
+    st.session_state["poem_analyzed"] = True
+if poems and st.button("✨ Fill in a public-domain example"):
+    fill_in(st.session_state.get("poem_example_i", -1) + 1)
 
 with st.form("poem"):
     title = st.text_input("Title", key="poem_title", max_chars=300)

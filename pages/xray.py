@@ -10,6 +10,7 @@ from demo_core.errors import InputError
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES, DESCRIPTIONS
 from ui import models
+from ui.links import example_from_link
 from ui.drawing import annotated_film, png_bytes
 from ui.navigation import run_inside_app_navigation
 
@@ -30,6 +31,10 @@ if uploaded is not None:
     st.session_state["xray_input_label"] = f"your upload, {uploaded.name}"
 
 example_list = examples.xray_examples()
+linked = example_from_link(len(example_list))
+if linked is not None:
+    st.session_state["xray_input"] = (example_list[linked].path.name, example_list[linked].path.read_bytes())
+    st.session_state["xray_input_label"] = f"example film: {example_list[linked].label}"
 if example_list:
     cols = st.columns([3, 1, 1])
     choice = cols[0].selectbox("...or try an example film", [e.label for e in example_list], index=None,

@@ -161,3 +161,27 @@ def test_privacy_a_dicom_name_never_reaches_the_page_logs_or_disk(chest_film, ca
         assert secret not in body
         assert secret not in caplog.text
     assert not [f for f in created if not f.endswith((".pyc", ".lock"))], created
+
+
+def test_a_link_with_an_example_number_opens_that_example_once():
+    from demo_core.examples import car_details_examples, xray_examples
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/xray.py")
+    at.query_params["example"] = "2"
+    at.run()
+    assert not at.exception and "Most likely" in texts(at)
+    assert f"example film: {xray_examples()[1].label}" in texts(at)
+    assert "example" not in at.query_params  # consumed: the visitor's next upload is not replaced
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/car.py")
+    at.query_params["example"] = "2"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="car_model").value == car_details_examples()[1].details["model"]
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/poem.py")
+    at.query_params["example"] = "99"  # out of range: nothing is filled in, nothing breaks
+    at.run()
+    assert not at.exception and "Written around" not in texts(at)
