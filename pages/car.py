@@ -119,6 +119,17 @@ with form_col:
     engine = c5.number_input("Engine size (litres)", min_value=0.0, max_value=20.0, step=0.1, format="%.1f",
                              key="car_engine")
     unsure = st.multiselect("Fields I don't know", ["year", "mileage", "engine size"], key="car_unsure")
+    with st.expander("From the advert or papers (optional): mpg and road tax sharpen the price"):
+        p1, p2 = st.columns(2)
+        mpg = p1.number_input("Fuel economy (mpg)", min_value=0.0, max_value=500.0, value=None, step=1.0,
+                              key="car_mpg", placeholder="e.g. 55.4")
+        tax = p2.number_input("Road tax (£ a year)", min_value=0.0, max_value=1000.0, value=None, step=5.0,
+                              key="car_tax", placeholder="e.g. 145")
+        both = next((t for t in model.card.get("metrics", {}).get("with_papers", {}).get("test", [])
+                     if t["given"] == ["mpg", "tax"]), None)
+        if both:
+            st.caption(f"On held-out listings the typical error falls from "
+                       f"{model.card['metrics']['test']['mape']:.1%} to {both['mape']:.1%} with both given.")
     st.session_state.setdefault("car_use_details", True)
     use_details = st.toggle("Use these details", key="car_use_details",
                             help="Switch off to price from the photo alone.")
@@ -129,7 +140,7 @@ if use_details:
                "year": None if "year" in unsure else int(year),
                "mileage": None if "mileage" in unsure else float(mileage),
                "fuel": None if fuel == UNSURE else fuel, "transmission": None if transmission == UNSURE else transmission,
-               "engine_size": None if "engine size" in unsure else float(engine)}
+               "engine_size": None if "engine size" in unsure else float(engine), "mpg": mpg, "tax": tax}
 
 # ---- 2. one call
 try:

@@ -165,3 +165,35 @@ def test_with_flip_averaging_a_mirrored_photo_gets_the_same_make(car_model, car_
     _, _, brands_m, other_m = car_model.photo_scores(mirrored)
     assert abs(other - other_m) < 1e-3
     assert all(abs(brands[b] - brands_m[b]) < 1e-3 for b in brands)
+
+
+FIESTA = {"brand": "Ford", "model": "Fiesta", "year": 2017, "mileage": 30_000, "fuel": "Petrol",
+          "transmission": "Manual", "engine_size": 1.0}
+
+
+def test_mpg_and_tax_from_the_advert_sharpen_the_price_and_leaving_them_out_changes_nothing(car_model):
+    details_only = car_model.predict(FIESTA)
+    assert car_model.predict({**FIESTA, "mpg": None, "tax": ""}).to_dict() == details_only.to_dict()
+    # a 1.0 EcoBoost's listed 65.7 mpg and £145 against a thirsty, high-tax one: the figures move the price
+    frugal = car_model.predict({**FIESTA, "mpg": 65.7, "tax": 0})
+    thirsty = car_model.predict({**FIESTA, "mpg": 40.0, "tax": 265})
+    assert frugal.price != details_only.price and thirsty.price != frugal.price
+    for p in (frugal, thirsty):
+        lo, hi = p.price_interval
+        assert lo < p.price < hi and not any("ignored" in w for w in p.warnings)
+
+
+def test_implausible_mpg_or_tax_gets_a_clear_error(car_model):
+    from demo_core.errors import InputError
+    for bad in ({"mpg": 900}, {"tax": -5}, {"mpg": "lots"}):
+        with pytest.raises(InputError):
+            car_model.predict({**FIESTA, **bad})
+
+
+def test_the_card_reports_the_price_error_with_and_without_mpg_and_tax():
+    from demo_core.cards import read_card
+    card = read_card("car")
+    with_both = next(t for t in card["metrics"]["with_papers"]["test"] if t["given"] == ["mpg", "tax"])
+    assert with_both["mape"] <= card["targets"]["mape_with_mpg_and_tax"]
+    assert with_both["mape"] < card["metrics"]["test"]["mape"]
+    assert all(0.75 <= t["interval_coverage_80"] <= 0.85 for t in card["metrics"]["with_papers"]["test"])

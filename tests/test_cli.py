@@ -87,3 +87,12 @@ def test_importing_demo_core_loads_neither_streamlit_nor_tensorflow():
     code = "import sys, demo_core, demo_core.cli, demo_core.intake; print('streamlit' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_car_lines_take_mpg_and_tax_as_optional_fields():
+    car = {"brand": "Ford", "model": "Fiesta", "year": 2017, "mileage": 30000, "fuel": "Petrol",
+           "transmission": "Manual", "engine_size": 1.0}
+    lines = [json.dumps(car), json.dumps({**car, "mpg": 65.7, "tax": 145}), json.dumps({**car, "mpg": 9000})]
+    plain, sharpened, implausible = answers(run_cli("car", "\n".join(lines) + "\n"))
+    assert plain["price"] > 0 and sharpened["price"] > 0 and sharpened["price"] != plain["price"]
+    assert "mpg" in implausible["error"]

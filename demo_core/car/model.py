@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..intake import LoadedImage, load_image
 from .fast_trees import FastTrees
 from .photo import MakeViews, to_photo_input
-from .schema import CATEGORICAL, FIELDS, NUMERIC, CarDetails, model_key, validate
+from .schema import CATEGORICAL, FIELDS, NUMERIC, PAPERS, CarDetails, model_key, validate
 
 Z90 = 1.2815515655446004  # the 90 % quantile of a standard normal
 MAX_PROTOTYPES = 400
@@ -33,10 +33,12 @@ CAR_THRESHOLD = 0.5
 MAX_STRETCH = 3.0  # the most an interval past the listings' mileage is stretched (in log price)
 SUGGEST_BRAND_AT = 0.5  # the photo's make is offered (never imposed) at or above this probability
 OPTIONAL_FIELDS = [f for f in FIELDS if f != "brand"]  # what prototypes fill in when the visitor leaves it out
+PAPERS_FILE = "price_papers.pkl"
 
 
-def design_matrix(df: pd.DataFrame, catalog: dict) -> pd.DataFrame:
-    """The model's input columns with the catalog's categories (unknown values become missing)."""
+def design_matrix(df: pd.DataFrame, catalog: dict, papers: bool = False) -> pd.DataFrame:
+    """The model's input columns with the catalog's categories (unknown values become missing); ``papers``
+    adds mpg and tax (missing where not given) for the models trained with them."""
     cats = catalog["categories"]
     out = pd.DataFrame(index=df.index)
     out["brand"] = pd.Categorical(df["brand"], categories=cats["brand"])
@@ -44,9 +46,10 @@ def design_matrix(df: pd.DataFrame, catalog: dict) -> pd.DataFrame:
     out["model"] = pd.Categorical(models, categories=cats["model"])
     for c in ("fuel", "transmission"):
         out[c] = pd.Categorical(df[c] if c in df else [None] * len(df), categories=cats[c])
-    for c in NUMERIC:
+    numeric = NUMERIC + (PAPERS if papers else [])
+    for c in numeric:
         out[c] = pd.to_numeric(df[c], errors="coerce").astype(float) if c in df else np.nan
-    return out[CATEGORICAL + NUMERIC]
+    return out[CATEGORICAL + numeric]
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,15 @@ class PricePrediction:
 
 
 class CarModel:
-    def __init__(self, models: dict, catalog: dict, photo_model, card: dict):
+    def __init__(self, models: dict, catalog: dict, photo_model, card: dict, papers_models: dict | None = None):
         self.point, self.q10, self.q90 = models["point"], models["q10"], models["q90"]
         self._fast = {k: FastTrees(models[k]) for k in ("point", "q10", "q90")}
         self.catalog, self.card = catalog, card
         self.correction = float(catalog["interval_correction"])
+        # A correction in log price from mpg and tax, added to all three outputs: only when the visitor gives one.
+        self._papers = papers_models["correction"] if papers_models else None
+        self._papers_fast = FastTrees(self._papers) if self._papers is not None else None
+        self.papers_correction: dict[str, float] = catalog.get("papers_correction", {})  # per "mpg,tax" / "mpg" / "tax"
         self.make_classes: list[str] = catalog.get("photo_make_classes", [])
         self.make_views = MakeViews.from_catalog(catalog)
         self._photo = None
@@ -127,8 +134,11 @@ class CarModel:
         if details.brand is None:
             raise InputError("Please choose the brand (or add a photo).")
         warnings += self._outside_the_listings(details)
+        papers = details.has_papers and self._papers is not None
+        if details.has_papers and not papers:
+            warnings.append("This server's price model does not use mpg or road tax; they were ignored.")
         rows, weights, filled = self._prototypes(details)
-        price, lo, hi = self._pooled(rows, weights)
+        price, lo, hi = self._pooled(rows, weights, papers)
         lo, hi = self._widened(price, lo, hi, filled)
         lo, hi = self._no_narrower_beyond_the_listings(details, price, lo, hi)
         if filled:
@@ -287,7 +297,8 @@ class CarModel:
                     for fuel, trans, engine, n in combos:
                         rows.append({"brand": d.brand, "model": model, "year": y, "mileage": miles,
                                      "fuel": d.fuel or fuel, "transmission": d.transmission or trans,
-                                     "engine_size": d.engine_size if d.engine_size is not None else engine})
+                                     "engine_size": d.engine_size if d.engine_size is not None else engine,
+                                     "mpg": d.mpg, "tax": d.tax})
                         weights.append(w_model * (n / total) / (len(years) * len(mileage_factors)))
         if not rows:
             raise InputError(f"No listings for {d.brand} {d.model or ''}".strip() + ".")
@@ -298,7 +309,7 @@ class CarModel:
             df, w = df.iloc[keep].reset_index(drop=True), w[keep]
         return df, w / w.sum(), filled
 
-    def _pooled(self, rows: pd.DataFrame, weights: np.ndarray) -> tuple[float, float, float]:
+    def _pooled(self, rows: pd.DataFrame, weights: np.ndarray, papers: bool = False) -> tuple[float, float, float]:
         X = design_matrix(rows, self.catalog)
         if len(X) <= FAST_ROWS:  # a typical request: all trees at once in numpy (identical numbers)
             mid, lo, hi = (self._fast[k].predict(X) for k in ("point", "q10", "q90"))
@@ -307,7 +318,12 @@ class CarModel:
             # saves here, and concurrent visitors already keep the cores busy).
             with threadpool_limits(limits=1, user_api="openmp"):
                 mid, lo, hi = self.point.predict(X), self.q10.predict(X), self.q90.predict(X)
-        lo, hi = lo - self.correction, hi + self.correction
+        correction = self.correction
+        if papers:
+            shift = self._papers_fast.predict(design_matrix(rows, self.catalog, papers=True))
+            given = ",".join(p for p in PAPERS if rows[p].notna().any())
+            mid, lo, hi, correction = mid + shift, lo + shift, hi + shift, self.papers_correction[given]
+        lo, hi = lo - correction, hi + correction
         if len(rows) == 1:
             return float(np.exp(mid[0])), float(np.exp(min(lo[0], mid[0]))), float(np.exp(max(hi[0], mid[0])))
         # Each prototype: a normal in log price matching its own 10/90 % interval; pool the mixture.
@@ -348,5 +364,9 @@ def load() -> CarModel:
     with open(folder / "price_models.pkl", "rb") as f:
         models = pickle.load(f)  # our own file, checked against card.json's sha256 above
     catalog = json.loads((folder / "catalog.json").read_text())
+    papers = None
+    if PAPERS_FILE in card["files"]:
+        with open(folder / PAPERS_FILE, "rb") as f:
+            papers = pickle.load(f)  # checked against the card like the rest
     photo = load_for_inference(folder / "photo.keras")
-    return CarModel(models, catalog, photo, card)
+    return CarModel(models, catalog, photo, card, papers)

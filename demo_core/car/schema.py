@@ -14,6 +14,9 @@ from ..errors import InputError
 CATEGORICAL = ["brand", "model", "fuel", "transmission"]
 NUMERIC = ["year", "mileage", "engine_size"]
 FIELDS = ["brand", "model", "year", "mileage", "fuel", "transmission", "engine_size"]
+# Optional figures from the car's advert or papers; given, they sharpen the price (price_papers.pkl).
+PAPERS = ["mpg", "tax"]
+PAPERS_LIMITS = {"mpg": (5.0, 500.0), "tax": (0.0, 1000.0)}  # listed mpg reaches 470 (plug-in hybrids), tax £580
 MAX_MILEAGE = 500_000
 MAX_ENGINE = 8.0
 BRAND_ALIASES = {"vw": "Volkswagen", "merc": "Mercedes-Benz", "mercedes": "Mercedes-Benz", "mercedes benz": "Mercedes-Benz",
@@ -71,6 +74,12 @@ class CarDetails:
     fuel: str | None = None
     transmission: str | None = None
     engine_size: float | None = None
+    mpg: float | None = None
+    tax: float | None = None  # annual road tax, GBP
+
+    @property
+    def has_papers(self) -> bool:
+        return self.mpg is not None or self.tax is not None
 
     def given(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -170,7 +179,15 @@ def validate(request: dict, catalog: dict) -> tuple[CarDetails, list[str]]:
         if size is not None and size < 0.6:
             raise InputError(f"An engine of {size:g} litres is too small for a car (did you mean {size * 10:g}?).")
         out["engine_size"] = size
-    unknown = sorted(set(request) - set(FIELDS) - {"image"})
+    for name, (low, high) in PAPERS_LIMITS.items():
+        if not _blank(request.get(name)):
+            value = _number(name, request[name])
+            if not low <= value <= high:
+                what = "miles per gallon" if name == "mpg" else "road tax (GBP a year)"
+                raise InputError(f"{name} {value:g} is not plausible for {what}; give a value from {low:g} to "
+                                 f"{high:g}, or leave it empty.")
+            out[name] = value
+    unknown = sorted(set(request) - set(FIELDS) - set(PAPERS) - {"image"})
     if unknown:
         warnings.append(f"Ignored unknown field(s): {', '.join(unknown)[:100]}.")
     return CarDetails(**out), warnings
