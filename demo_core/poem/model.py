@@ -161,11 +161,15 @@ class PoemModel:
             median, n = self.author_years[key]
             w = n / (n + float(self.config["author_prior_strength"]))
             year = w * median + (1 - w) * year
-            half = self.config["interval_half_width_with_author"]
+            # the poet's year is known almost exactly, but their poems span a career: the labels' own spread
+            half = max(self.config["interval_half_width_with_author"],
+                       float(self.config.get("interval_half_width_author_label", 0.0)))
         else:
             if key:
                 warnings.append("This author is not in the training data, so the year comes from the text alone.")
-            half = self.config["interval_half_width_style_author" if style_author else "interval_half_width_text_only"]
+            # conformalised on poets held out by author (training/poem_author_intervals.py)
+            half = self.config.get("interval_half_width_unseen_poet") or \
+                self.config["interval_half_width_style_author" if style_author else "interval_half_width_text_only"]
         if unreliable and not known:  # as wide as the year error measured on such texts
             half = max(half, float(self.config.get("interval_half_width_short_text", half)))
         this_year = _dt.date.today().year
