@@ -38,3 +38,22 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> 
         if inside.any():
             ece += inside.mean() * abs(right[inside].mean() - conf[inside].mean())
     return float(ece)
+
+
+def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities (..., classes) tempered as softmax(log p / T) along the last axis: T > 1 softens, T < 1
+    sharpens, the top class is kept. Temperature scaling, fitted on validation, calibrates the demos' classes."""
+    z = np.log(np.clip(p, 1e-12, None)) / temperature
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+TEMPERATURE_GRID = np.round(np.exp(np.linspace(np.log(0.5), np.log(4.0), 43)), 3)
+
+
+def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
+    """The temperature on ``TEMPERATURE_GRID`` with the smallest negative log-likelihood of labels ``y`` under
+    ``p`` (n, classes)."""
+    y = np.asarray(y)
+    nll = [-np.log(tempered(p, t)[np.arange(len(y)), y] + 1e-12).mean() for t in TEMPERATURE_GRID]
+    return float(TEMPERATURE_GRID[int(np.argmin(nll))])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from demo_core.errors import InputError
@@ -150,8 +152,18 @@ def test_the_car_check_reads_the_whole_photo_whatever_the_make_reads(car_model, 
     from demo_core.intake import load_image
     photo = load_image(car_photo.read_bytes())
     _, car_score, _, _ = car_model.photo_scores(photo)
-    whole = car_model._photo(car_model._tf.constant(to_photo_input(photo.pixels)[None]))
-    assert car_score == pytest.approx(float(whole["is_car"].numpy()[0, 0]), abs=1e-5)
+    whole = float(car_model._photo(car_model._tf.constant(to_photo_input(photo.pixels)[None]))["is_car"].numpy()[0, 0])
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    # the score is that whole-photo probability, its logit divided by the calibration temperature
+    assert logit(car_score) == pytest.approx(logit(whole) / car_model.car_temperature, abs=1e-3)
+
+
+def test_the_photo_probabilities_are_calibrated_on_validation_and_measured_on_test():
+    from demo_core.cards import read_card
+    card = read_card("car")
+    calibration = card["metrics"]["photo_calibration"]
+    assert calibration["make"]["test_ece_after"] <= card["targets"]["photo_ece"]
+    assert calibration["car_check"]["test_ece_after"] <= card["targets"]["photo_ece"]
 
 
 def test_with_flip_averaging_a_mirrored_photo_gets_the_same_make(car_model, car_photo):

@@ -22,7 +22,7 @@ def test_a_film_gets_four_probabilities_summing_to_one(xray_model, chest_film):
 
 def test_probabilities_blend_the_two_members_then_apply_the_cards_temperature(xray_model, chest_film):
     # the shipped answer is softmax(log(w * fine-tuned + (1 - w) * lung probe) / T), w and T chosen on validation
-    from demo_core.xray.model import calibrated
+    from demo_core.stats import tempered
     ensemble = xray_model.card["ensemble"]
     w, t = ensemble["finetuned_weight"], ensemble["temperature"]
     assert 0 <= w <= 1 and xray_model.finetuned_weight == w and t > 0
@@ -30,7 +30,7 @@ def test_probabilities_blend_the_two_members_then_apply_the_cards_temperature(xr
     out = xray_model._forward(x, x_probe)
     finetuned, probe = out["probabilities"].numpy()[0], out["probe_probabilities"].numpy()[0]
     got = np.array(list(xray_model.predict(chest_film).probabilities.values()))
-    np.testing.assert_allclose(got, calibrated((w * finetuned + (1 - w) * probe)[None], t)[0], atol=1e-5)
+    np.testing.assert_allclose(got, tempered(w * finetuned + (1 - w) * probe, t), atol=1e-5)
 
 
 def test_each_member_reads_the_film_its_own_way(xray_model, chest_film):

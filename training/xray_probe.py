@@ -35,10 +35,11 @@ from common import ROOT, backbone_weights, linear_rows, require_data, seed_every
 from xray_common import CLASS_WEIGHTS, classification_metrics, film_grays, load_manifest
 
 from demo_core.bn_folding import fold_batch_norms
-from demo_core.stats import expected_calibration_error, wilson_interval
+from demo_core.stats import expected_calibration_error, fit_temperature, wilson_interval
+from demo_core.stats import tempered as calibrated
 from demo_core.xray import labels as L
 from demo_core.xray.familiarity import FAMILIARITY_FILE, FamiliarityIndex
-from demo_core.xray.model import LUNG_FILE, PROBE_FILE, TEMPERATURE_GRID, calibrated
+from demo_core.xray.model import LUNG_FILE, PROBE_FILE
 from demo_core.xray.preprocess import (common_detail, crop_window, lung_net_input, probe_input,
                                        to_model_input)
 from demo_core.xray.robustness import MAX_MEAN_TV, MIN_AGREEMENT, TRANSFORMS, stability
@@ -206,12 +207,6 @@ def four_class_rows(clf) -> tuple[np.ndarray, np.ndarray]:
     for row, k in enumerate(clf.classes_):
         w[:, int(k)], b[int(k)] = coef[row], icpt[row]
     return w, b
-
-
-def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
-    """The temperature (from ``TEMPERATURE_GRID``) that minimises the negative log-likelihood of ``y``."""
-    nll = [-np.log(calibrated(p, t)[np.arange(len(y)), y] + 1e-12).mean() for t in TEMPERATURE_GRID]
-    return float(TEMPERATURE_GRID[int(np.argmin(nll))])
 
 
 # ----------------------------------------------------------------------------- stage: choose on validation

@@ -22,6 +22,7 @@ from ..bn_folding import load_for_inference
 from ..cards import task_dir, verified_card
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
+from ..stats import tempered
 from .fast_trees import FastTrees
 from .photo import MakeViews, to_photo_input
 from .schema import CATEGORICAL, FIELDS, NUMERIC, PAPERS, CarDetails, model_key, validate
@@ -85,6 +86,8 @@ class CarModel:
         self.papers_correction: dict[str, float] = catalog.get("papers_correction", {})  # per "mpg,tax" / "mpg" / "tax"
         self.make_classes: list[str] = catalog.get("photo_make_classes", [])
         self.make_views = MakeViews.from_catalog(catalog)
+        self.make_temperature = float(catalog.get("photo_make_temperature", 1.0))
+        self.car_temperature = float(catalog.get("photo_car_temperature", 1.0))
         self._photo = None
         if photo_model is not None:
             tf = _tf.tf()
@@ -185,7 +188,9 @@ class CarModel:
         stretch = min(MAX_STRETCH, d.mileage / miles[1])
         return min(lo, price * (e_lo / e_price) ** stretch), max(hi, price * (e_hi / e_price) ** stretch)
 
-    def photo_scores(self, image) -> tuple[bool, float, dict[str, float], float]:
+    def photo_probabilities(self, image) -> tuple[float, np.ndarray]:
+        """(probability that the photo shows a car's exterior, the make head's probabilities over
+        ``make_classes``), both temperature-calibrated on validation photos (training/photo_calibration.py)."""
         if self._photo is None:
             raise InputError("The photo model is not available on this server.")
         img = image if isinstance(image, LoadedImage) else load_image(image)
@@ -196,7 +201,11 @@ class CarModel:
         x = make_x if whole_first else np.concatenate([to_photo_input(img.pixels)[None], make_x])
         out = self._photo(self._tf.constant(x))
         car = float(out["is_car"].numpy()[0, 0])
-        probs = out["make"].numpy()[0 if whole_first else 1:].mean(axis=0).astype(float)
+        make = out["make"].numpy()[0 if whole_first else 1:].mean(axis=0).astype(float)
+        return _tempered_sigmoid(car, self.car_temperature), tempered(make, self.make_temperature)
+
+    def photo_scores(self, image) -> tuple[bool, float, dict[str, float], float]:
+        car, probs = self.photo_probabilities(image)
         brands = {c: float(p) for c, p in zip(self.make_classes, probs) if c in self.catalog["brands"]}
         other = float(sum(p for c, p in zip(self.make_classes, probs) if c not in self.catalog["brands"]))
         return car >= CAR_THRESHOLD, car, brands, other
@@ -336,6 +345,12 @@ class CarModel:
         q = lambda p: float(np.interp(p, cdf, grid))
         median = _weighted_median(mid, weights)
         return float(np.exp(median)), float(np.exp(min(q(0.1), median))), float(np.exp(max(q(0.9), median)))
+
+
+def _tempered_sigmoid(p: float, temperature: float) -> float:
+    """A sigmoid's probability with its logit divided by T: 0.5 stays 0.5, so the car / not-car call is kept."""
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return float(1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature)))
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

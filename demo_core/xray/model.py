@@ -23,6 +23,7 @@ from ..bn_folding import load_for_inference
 from ..cards import task_dir, verified_card
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
+from ..stats import tempered
 from .boxes import decode_boxes
 from .familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from .labels import CLASSES
@@ -31,7 +32,6 @@ from .preprocess import (COMMON_DETAIL, INPUT_SIZE, LungReading, common_detail, 
 
 PROBE_FILE = "probe.keras"
 LUNG_FILE = "lungs.keras"
-TEMPERATURE_GRID = np.round(np.exp(np.linspace(np.log(0.5), np.log(4.0), 43)), 3)
 UNFAMILIAR_MESSAGE = ("This film is unlike the films the model learnt from (another hospital, scanner, export or "
                       "processing, or not an adult frontal chest film). Treat the answer with extra caution.")
 # Colour photos are refused before the gate: radiographs are grey.
@@ -156,7 +156,7 @@ class XrayModel:
         w = self.finetuned_weight
         blend = (w * out["probabilities"].numpy()[0].astype(float)
                  + (1 - w) * out["probe_probabilities"].numpy()[0].astype(float))
-        probs = calibrated(blend[None], self.temperature)[0]
+        probs = tempered(blend, self.temperature)
         features = (out["features"].numpy()[0], out["probe_features"].numpy()[0])
         familiarity = float(self.familiarity_index.scores(out["probe_pooled"].numpy())[0])
         heat = out["heatmap"].numpy()[0, ..., 0]
@@ -214,13 +214,6 @@ class XrayModel:
         probe_cam = at_image_size(prediction._features[1], self._probe_weights, window)
         weight = {"blend": self.finetuned_weight, "finetuned": 1.0, "lung_probe": 0.0}[member]
         return _unit(weight * cam + (1 - weight) * probe_cam).clip(0, 1)
-
-
-def calibrated(p: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities (n, classes) tempered: softmax(log p / T). T > 1 softens, T < 1 sharpens; argmax is kept."""
-    z = np.log(np.clip(p, 1e-12, None)) / temperature
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
