@@ -24,12 +24,24 @@ st.markdown("""
 """)
 st.header("Data and licences")
 st.markdown("""
-| Demo | Training data | Licence notes |
-|---|---|---|
-| Chest X-ray | 2,939 public frontal radiographs: ieee8023 covid-chestxray-dataset, Hannover Medical School, Actualmed, Figure1, COVID-CXNet, TBX11K samples, COVID-QU-Ex, COVID-19 Radiography Database | mixed: CC BY, CC BY-NC-SA/ND, research-only and unverified. Demo and research use only |
-| Poem analyzer | ~16,000 poems: PoemHunter (Kaggle), facjure public-domain-poetry, a Poetry Foundation slice | many texts are in copyright. **No poem text ships with the app.** Examples are public-domain poems read from the data directory |
-| Car price | 87,829 UK used-car listings (Kaggle "100,000 UK Used Car Data set"); car and not-car photos (Stanford Cars, Roboflow damage sets, natural_images, others) | research/demo use; Stanford Cars is non-commercial |
-| Backbones | MobileNetV2 ImageNet weights (TF-slim checkpoint via JonathanCMitchell/mobilenet_v2_keras); all-MiniLM-L6-v2 sentence model | Apache-2.0 / MIT; Apache-2.0 |
+**Chest X-ray.** 2,939 public frontal radiographs: ieee8023 covid-chestxray-dataset, Hannover Medical School,
+Actualmed, Figure1, COVID-CXNet, TBX11K samples, COVID-QU-Ex, COVID-19 Radiography Database. Licences are mixed
+(CC BY, CC BY-NC-SA/ND, research-only and unverified): demo and research use only.
+
+**Poem analyzer.** About 16,000 poems: PoemHunter (Kaggle), facjure public-domain-poetry, a Poetry Foundation
+slice. Many texts are in copyright, so none of them ships with the app, except eight public-domain example poems
+whose poets died more than 70 years ago.
+
+**Car price.** 87,829 UK used-car listings (Kaggle "100,000 UK Used Car Data set"); car and not-car photos
+(Stanford Cars, Roboflow damage sets, natural_images, others): research and demo use; Stanford Cars is
+non-commercial.
+
+**Backbones.** MobileNetV2 ImageNet weights (TF-slim checkpoint via JonathanCMitchell/mobilenet_v2_keras;
+Apache-2.0 / MIT) and the all-MiniLM-L6-v2 sentence model (Apache-2.0).
+
+**Shipped examples and NLTK data.** The example films (Hannover CC BY 3.0, COVID-CXNet CC BY 4.0), poems
+(public domain), photos (CC BY 4.0, CC0, public domain) and the English NLTK resources are the only data in the
+repository; `examples/LICENSES.md` and `nltk_data/LICENSES.md` credit each file.
 
 Each model's card (**Models** page) lists its data, split, held-out metrics, baselines and the sha256 of
 every weight file.
@@ -42,8 +54,9 @@ st.markdown("""
   JPEG, a crop or another resolution barely moves them; a film far from every training film gets a caution.
   "Indeterminate" is rare. The gate refuses photos and documents, but it has never seen CT, MRI or other body parts.
 - **Poems.** A text with no English word is refused; a very short text or one in another language gets a year
-  interval as wide as measured on texts of a few words. Year labels are mostly estimated from the author's life, so the year is an era guess. Topics come
-  from keyword-mapped tags.
+  interval as wide as measured on texts of a few words. Year labels are mostly estimated from the author's life,
+  so the year is an era guess: for a poet the model never saw, the interval spans about two centuries, as wide as
+  it had to be for 80 % of held-out poets' poems. Topics come from keyword-mapped tags.
 - **Cars.** These are 2020 UK asking prices for nine brands. A photo cannot tell a car's year or mileage, so a
   price from a photo alone is wide.
 """)

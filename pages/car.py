@@ -7,6 +7,7 @@ from demo_core import examples
 from demo_core.errors import InputError
 from demo_core.intake import load_image
 from ui import models
+from ui.drawing import CHART_CONFIG
 from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
 
@@ -20,6 +21,8 @@ model = models.get("car")
 if model is None:
     st.stop()
 catalog = model.catalog
+# The price first: on a phone the photo and form columns stack, and the result below them is screens away.
+answer = st.container()
 UNSURE = "— not sure —"
 
 
@@ -156,6 +159,9 @@ if result.is_car is False and result.price is None:
     st.error("No price: the photo is not a car's exterior. Try another photo or fill in the details.")
     st.stop()
 
+with answer:
+    st.success(f"**£{result.price:,.0f}** for the car below · 80 % interval £{result.price_interval[0]:,.0f} – "
+               f"£{result.price_interval[1]:,.0f}", icon="💷")
 m1, m2, m3 = st.columns(3)
 m1.metric("Estimated price", f"£{result.price:,.0f}")
 m2.metric("80 % interval", f"£{result.price_interval[0]:,.0f} – £{result.price_interval[1]:,.0f}")
@@ -177,7 +183,7 @@ with chart_left:
         fig.add_scatter(x=[0, hi], y=[0, hi], mode="lines", line=dict(color="#d1242f", dash="dash"), name="perfect")
         fig.update_layout(title=f"Predicted vs real price on held-out listings (MAPE {test.get('mape', 0):.1%})",
                           xaxis_title="real (£)", yaxis_title="predicted (£)", height=380, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, width="stretch")
+        st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
 with chart_right:
     if details.get("brand"):
         base = {k: v for k, v in details.items() if k not in ("year", "mileage")}
@@ -188,7 +194,7 @@ with chart_right:
             fig.add_scatter(x=g.mileage, y=g.price, mode="lines+markers", name=str(y))
         fig.update_layout(title="What if: price against mileage, by year", xaxis_title="mileage",
                           yaxis_title="price (£)", height=380, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, width="stretch")
+        st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
 st.caption("The interval covers the real price for about 80 % of held-out listings. Fields you leave out are "
            "averaged over typical cars of that brand and model, which widens it.")
 with st.expander("Limits of these models"):

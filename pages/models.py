@@ -6,6 +6,7 @@ import streamlit as st
 
 from demo_core.cards import all_cards
 from demo_core.stats import accuracy_interval
+from ui.drawing import CHART_CONFIG
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -34,7 +35,7 @@ def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None,
     if target is not None:
         fig.add_hline(y=target, line_dash="dash", line_color="#d1242f", annotation_text="target")
     fig.update_layout(title=title, height=320, yaxis=dict(range=[0, ymax]), margin=dict(l=10, r=10, t=40, b=10))
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
 
 
 def files_and_notes(card: dict):
@@ -165,7 +166,7 @@ with tabs[0]:
             fig = go.Figure([go.Scatter(x=h.epoch, y=h.val_accuracy, name="val accuracy"),
                              go.Scatter(x=h.epoch, y=h.val_macro_auc, name="val macro AUC")])
             fig.update_layout(title="Training curve (validation)", height=280, margin=dict(l=10, r=10, t=40, b=10))
-            st.plotly_chart(fig, width="stretch")
+            st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
             if card["training"].get("run"):
                 st.caption(f"Trained with {card['training']['run']}. The curve is the validation score seen "
                            "during training; the epoch with the best accuracy + macro AUC was kept.")
@@ -214,7 +215,7 @@ with tabs[1]:
         fig = go.Figure([go.Bar(name=m, x=comp.index, y=comp[m]) for m in ("top-1", "micro-F1")])
         fig.update_layout(barmode="group", title="Topics by design (held-out)", height=300, yaxis=dict(range=[0, 1]),
                           margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, width="stretch")
+        st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
         files_and_notes(card)
 
 with tabs[2]:
@@ -279,7 +280,7 @@ with tabs[2]:
                                                mode="lines+markers"))
                     fig.update_layout(title="Make fine-tuning: validation top-1 per epoch", height=300,
                                       xaxis_title="epoch", yaxis=dict(range=[0, 1]), margin=dict(l=10, r=10, t=40, b=10))
-                    st.plotly_chart(fig, width="stretch")
+                    st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
             for k, v in p.get("candidates", {}).items():
                 if isinstance(v, str):
                     st.caption(f"{k.replace('_', ' ')}: {v}")

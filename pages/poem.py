@@ -6,6 +6,7 @@ import streamlit as st
 from demo_core import examples
 from demo_core.errors import InputError
 from ui import models
+from ui.drawing import CHART_CONFIG
 from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
 
@@ -72,7 +73,7 @@ with left:
                     marker=dict(symbol="line-ns-open", size=14, color="#d1242f", line=dict(width=3)))
     fig.update_layout(height=520, xaxis=dict(range=[0, 1], title="probability"), margin=dict(l=10, r=10, t=10, b=10),
                       legend=dict(orientation="h", y=-0.12))
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
     st.caption("A topic is predicted when its bar passes its red threshold (each chosen on validation poems).")
 
 with right:
@@ -88,7 +89,7 @@ with right:
                     marker=dict(size=16, color="#1f6feb"), showlegend=False)
     fig.update_layout(height=170, yaxis=dict(visible=False, range=[-1, 1]),
                       xaxis=dict(range=[min(1500, lo - 20), 2030], title="year"), margin=dict(l=10, r=10, t=10, b=10))
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
     st.info("Where the year labels come from: most training poems have no date of their own, so their label is "
             "estimated from the author's life (midlife or birth + 30). The year is therefore an era guess, "
             "and the interval says how wide that guess is on held-out poems. The text-only year leans on poets "

@@ -10,8 +10,8 @@ from demo_core.errors import InputError
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES, DESCRIPTIONS
 from ui import models
+from ui.drawing import CHART_CONFIG, annotated_film, png_bytes
 from ui.links import example_from_link
-from ui.drawing import annotated_film, png_bytes
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -77,13 +77,14 @@ if not result.is_chest_xray:
     st.stop()
 
 card = model.card
+# The answer first, full width: on a phone the columns below stack, and the picture would push it a screen down.
+st.subheader(f"Most likely: {result.label} ({result.probabilities[result.label]:.0%})")
+st.caption(DESCRIPTIONS[result.label])
+if result.caution():
+    st.warning(f"**Unfamiliar film.** {result.caution()} (distance to the training films: "
+               f"{result.familiarity:.2f}, warning above {result.familiarity_threshold:.2f})", icon="🧭")
 left, right = st.columns([3, 2])
 with right:
-    st.subheader(f"Most likely: {result.label}")
-    st.caption(DESCRIPTIONS[result.label])
-    if result.caution():
-        st.warning(f"**Unfamiliar film.** {result.caution()} (distance to the training films: "
-                   f"{result.familiarity:.2f}, warning above {result.familiarity_threshold:.2f})", icon="🧭")
     ap = card.get("metrics", {}).get("test", {}).get("ap_per_class", {})
     fig = go.Figure(go.Bar(
         x=[result.probabilities[c] for c in CLASSES], y=CLASSES, orientation="h",
@@ -91,7 +92,7 @@ with right:
         textposition="auto", marker_color=["#1f6feb" if c == result.label else "#9db9e6" for c in CLASSES]))
     fig.update_layout(xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"), height=260,
                       yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=10, b=10))
-    st.plotly_chart(fig, width="stretch")
+    st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
     st.caption("AP = average precision of that class on held-out films (from the model card): how much to "
                "trust that bar. 'Indeterminate' had only a few dozen training films.")
     threshold = st.slider("Opacity box score threshold", 0.05, 0.95, model.default_threshold, 0.05)

@@ -170,3 +170,32 @@ def test_a_dicom_named_as_pacs_exports_are_uploads_and_is_analysed(app_url, brow
     assert page.get_by_text(f"your upload, {file_name}").count() >= 1
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.mark.parametrize("path, ready", [("", "Three student ML projects"), ("xray?example=1", "Most likely"),
+                                         ("poem?example=1", "Written around"), ("car?example=1", "Estimated price"),
+                                         ("models", "held-out"), ("about", "Not a medical device")])
+def test_on_a_phone_nothing_is_wider_than_the_screen(app_url, browser, path, ready):
+    page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page.set_default_timeout(180_000)
+    page.goto(f"{app_url}/{path}")
+    page.get_by_text(ready).first.wait_for()
+    wait_idle(page)
+    shot(page, "phone_" + (path.split("?")[0] or "home"))
+    # Wider than the screen and not inside a box that scrolls sideways on its own (a wide table may scroll).
+    too_wide = page.evaluate("""() => {
+        const scrolls = e => ['auto', 'scroll', 'hidden'].includes(getComputedStyle(e).overflowX);
+        const main = document.querySelector('[data-testid="stMain"]');  // scrolls sideways itself: not a fit
+        const clipped = e => { for (let a = e.parentElement; a && a !== main; a = a.parentElement) {
+            if (scrolls(a) && a.getBoundingClientRect().right <= window.innerWidth + 1) return true; } return false; };
+        return [...document.querySelectorAll('[data-testid="stMain"] *')]
+            .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.right > window.innerWidth + 1; })
+            .filter(e => !clipped(e))
+            .map(e => (e.getAttribute('data-testid') || e.tagName) + ' ' + Math.round(e.getBoundingClientRect().right))
+            .slice(0, 8); }""")
+    page_width = page.evaluate("() => document.documentElement.scrollWidth")
+    page.close()
+    assert page_width <= PHONE["width"] and not too_wide, (page_width, too_wide)

@@ -76,3 +76,7 @@ def png_bytes(img: Image.Image | np.ndarray) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# Plotly's toolbar sits over a chart's title, most of all on a phone; zooming a bar chart adds nothing here.
+CHART_CONFIG = {"displayModeBar": False, "responsive": True}
