@@ -40,7 +40,7 @@ from _common import ROOT, free_port
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-DEMOS = ("xray", "poem", "car")
+DEMOS = ("xray", "poem", "car")  # the order each session opens them (demo_core.tasks.TASKS' order)
 CGROUP = Path("/sys/fs/cgroup/memory/demo_load_bench")  # cgroup v1, as on this machine
 HOSTED = {"DEMO_DATA_DIR": str(ROOT / "no-data-directory-as-on-cloud")}  # no data directory, as on Cloud
 os.environ.update(HOSTED)  # the expected answers come from the same examples the server offers

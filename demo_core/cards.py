@@ -8,8 +8,7 @@ from pathlib import Path
 
 from .errors import ModelUnavailable
 from .settings import weights_dir
-
-TASKS = ("xray", "poem", "car")
+from .tasks import TASKS
 
 
 def task_dir(task: str) -> Path:

@@ -11,39 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Callable, TextIO
+from typing import TextIO
 
 from .errors import InputError, ModelUnavailable
+from .tasks import TASKS
 
 log = logging.getLogger("demo_core.cli")
 
 
-def _xray():
-    from .xray import model as m
-
-    def answer(model, request: dict) -> dict:
-        path = request.get("image")
-        if not isinstance(path, str) or not path:
-            raise InputError('Each request needs "image": a path to a PNG, JPEG or DICOM file.')
-        return model.predict(path).to_dict()
-    return m.load, answer
-
-
-def _poem():
-    from .poem import model as m
-    return m.load, lambda model, request: model.predict_request(request).to_dict()
-
-
-def _car():
-    from .car import model as m
-    return m.load, lambda model, request: model.predict_request(request).to_dict()
-
-
-TASKS: dict[str, Callable] = {"xray": _xray, "poem": _poem, "car": _car}
-
-
 def serve(task: str, lines: TextIO, out: TextIO) -> int:
-    loader, answer = TASKS[task]()
+    loader = TASKS[task].load
     model, unavailable = None, None
 
     for line in lines:
@@ -62,7 +39,7 @@ def serve(task: str, lines: TextIO, out: TextIO) -> int:
             if unavailable is not None:
                 result = {"error": unavailable}
             else:
-                result = answer(model, request)
+                result = model.predict_request(request).to_dict()
         except json.JSONDecodeError:
             result = {"error": "This line is not valid JSON."}
         except InputError as exc:

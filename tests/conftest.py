@@ -46,19 +46,21 @@ def car_photo() -> Path:
     return car_photo_examples()[0].path
 
 
+def _loaded(task: str):
+    from demo_core.tasks import TASKS
+    return TASKS[task].load()
+
+
 @pytest.fixture(scope="session")
 def xray_model():
-    from demo_core.xray import model
-    return model.load()
+    return _loaded("xray")
 
 
 @pytest.fixture(scope="session")
 def poem_model():
-    from demo_core.poem import model
-    return model.load()
+    return _loaded("poem")
 
 
 @pytest.fixture(scope="session")
 def car_model():
-    from demo_core.car import model
-    return model.load()
+    return _loaded("car")

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from demo_core.cards import TASKS, read_card, verified_card
+from demo_core.cards import read_card, verified_card
+from demo_core.tasks import TASKS
 from demo_core.errors import ModelUnavailable
 from demo_core.settings import weights_dir
 

@@ -10,7 +10,6 @@ Loading competes with inference for the CPU, so a result asked for during the wa
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import threading
 import time
@@ -19,28 +18,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import streamlit as st
 
 from demo_core.errors import ModelUnavailable
+from demo_core.tasks import TASKS
 
 log = logging.getLogger("demo_app")
 
-# Loading order: the X-ray first (the doctors' demo and the slowest), then the car, then the poem.
-DEMOS = {"xray": ("chest X-ray", "demo_core.xray.model"), "car": ("car price", "demo_core.car.model"),
-         "poem": ("poem", "demo_core.poem.model")}
-
 
 def _load(task: str):
-    """The plain loader: ``demo_core.<task>.model.load()``."""
-    return importlib.import_module(DEMOS[task][1]).load()
+    """The plain loader."""
+    return TASKS[task].load()
 
 
 class Warmup:
-    """Loads every demo's model in one background thread, in ``DEMOS`` order; thread-safe."""
+    """Loads every demo's model in one background thread, in the registry's order; thread-safe."""
 
     def __init__(self, loader=_load):
         self.started = time.monotonic()
         self.seconds: dict[str, float] = {}
         self._lock = threading.Lock()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-warmup")
-        self._futures: dict[str, Future] = {task: pool.submit(self._timed, loader, task) for task in DEMOS}
+        self._futures: dict[str, Future] = {task: pool.submit(self._timed, loader, task) for task in TASKS}
         # The models' millions of objects live as long as the process: out of the garbage collector's sight,
         # a full collection (Streamlit runs one after every script run) costs milliseconds, not 0.3 s.
         pool.submit(gc.freeze)
@@ -66,9 +62,9 @@ class Warmup:
 
     def progress(self) -> tuple[float, str]:
         """(share of demos ready, a line for the visitor)."""
-        done = [t for t in DEMOS if self.ready(t)]
-        parts = [f"{DEMOS[t][0]} {'✓' if t in done else '…'}" for t in DEMOS]
-        return len(done) / len(DEMOS), f"Warming up the models ({time.monotonic() - self.started:.0f} s): " + \
+        done = [t for t in TASKS if self.ready(t)]
+        parts = [f"{TASKS[t].title} {'✓' if t in done else '…'}" for t in TASKS]
+        return len(done) / len(TASKS), f"Warming up the models ({time.monotonic() - self.started:.0f} s): " + \
             " · ".join(parts)
 
 
@@ -97,7 +93,7 @@ def get(task: str):
     try:
         if w.ready(task):
             return w.result(task)
-        with st.spinner(f"Loading the {DEMOS[task][0]} model (once, after the server starts)...", show_time=True):
+        with st.spinner(f"Loading the {TASKS[task].title} model (once, after the server starts)...", show_time=True):
             return w.result(task)
     except ModelUnavailable as exc:
         st.error(f"This demo is unavailable: {exc}")

@@ -124,6 +124,13 @@ class XrayModel:
         self.predict_image(LoadedImage(np.full((256, 256, 3), 128, np.uint8), "warm-up"))  # trace once
 
     # -- public API
+    def predict_request(self, request: dict) -> XrayPrediction:
+        """A CLI / API request: ``{"image": "path/to/film"}`` (PNG, JPEG or DICOM, any file name)."""
+        path = request.get("image")
+        if not isinstance(path, str) or not path:
+            raise InputError('Each request needs "image": a path to a PNG, JPEG or DICOM file.')
+        return self.predict(path)
+
     def predict(self, source, *, name: str | None = None) -> XrayPrediction:
         """``source``: bytes, a path, or a LoadedImage."""
         image = source if isinstance(source, LoadedImage) else load_image(source, name=name)
