@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelUnavailable
@@ -59,3 +60,83 @@ def all_cards() -> dict[str, dict | str]:
         except ModelUnavailable as exc:
             out[task] = str(exc)
     return out
+
+
+# ----------------------------------------------------------------------------- the typed card
+
+REQUIRED_KEYS = ("name", "task", "labels", "metrics", "targets", "limitations", "files")
+LOWER_IS_BETTER = ("mae", "mape", "ece")  # a target whose name contains one of these is a ceiling
+
+
+@dataclass(frozen=True)
+class Target:
+    """One promise of a card: a floor (accuracy >= 0.85), a ceiling (MAPE <= 7 %) or a band (coverage 0.75-0.85)."""
+
+    name: str
+    value: float | tuple[float, float]
+
+    @property
+    def is_band(self) -> bool:
+        return isinstance(self.value, tuple)
+
+    @property
+    def is_ceiling(self) -> bool:
+        return not self.is_band and any(word in self.name for word in LOWER_IS_BETTER)
+
+    def describe(self) -> str:
+        if self.is_band:
+            return f"{self.value[0]:g}–{self.value[1]:g}"
+        return f"{'≤' if self.is_ceiling else '≥'} {self.value:g}"
+
+    def met_by(self, result: float | None) -> bool | None:
+        if result is None:
+            return None
+        if self.is_band:
+            return self.value[0] <= result <= self.value[1]
+        return result <= self.value if self.is_ceiling else result >= self.value
+
+
+@dataclass(frozen=True)
+class Card:
+    """A model card as the app reads it: what the training script wrote, checked against the code.
+
+    The common fields are typed; each demo's detailed figures stay in ``metrics`` and ``raw`` (their layout is the
+    training script's, and tests/test_cards.py checks that the page's reader and the script's writer agree).
+    """
+
+    task: str
+    name: str
+    labels: list | dict
+    targets: dict[str, Target]
+    metrics: dict
+    baselines: dict
+    limitations: tuple[str, ...]
+    files: dict[str, dict]
+    version: str = ""
+    date: str = ""
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, task: str, d: dict) -> Card:
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise ModelUnavailable(f"The {task} model card lacks {', '.join(missing)}.")
+        targets = {k: Target(k, tuple(v) if isinstance(v, list) else float(v)) for k, v in d["targets"].items()}
+        return cls(task=task, name=d["name"], labels=d["labels"], targets=targets, metrics=d["metrics"],
+                   baselines=d.get("baselines", {}), limitations=tuple(d["limitations"]), files=d["files"],
+                   version=str(d.get("version", "")), date=str(d.get("date", "")), raw=d)
+
+    def target(self, name: str) -> Target | None:
+        return self.targets.get(name)
+
+    def section(self, *path: str) -> dict:
+        """A nested part of the raw card, ``{}`` where absent (older cards lack newer sections)."""
+        out = self.raw
+        for key in path:
+            out = out.get(key, {}) if isinstance(out, dict) else {}
+        return out if isinstance(out, dict) else {}
+
+
+def load_card(task: str) -> Card:
+    """The task's card, typed; raises ModelUnavailable when absent, unreadable or missing required keys."""
+    return Card.from_dict(task, read_card(task))

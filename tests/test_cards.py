@@ -59,3 +59,33 @@ def test_a_small_held_out_source_gets_a_wide_interval_and_a_large_one_a_narrow_o
     lo_big, hi_big = wilson_interval(3600, 5700)
     assert hi_big - lo_big < (hi - lo) / 5
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_card_loads_typed_with_its_targets_and_the_labels_the_code_uses(task):
+    import json
+    from demo_core.cards import load_card, task_dir
+    card = load_card(task)
+    assert card.targets and all(t.describe() for t in card.targets.values())
+    if task == "xray":
+        from demo_core.xray.labels import CLASSES
+        assert card.labels == CLASSES
+    elif task == "poem":
+        assert card.labels == json.loads((task_dir("poem") / "poem_config.json").read_text())["topics"]
+    else:
+        assert card.labels["photo_makes"] == json.loads((task_dir("car") / "catalog.json").read_text())["photo_make_classes"]
+
+
+def test_a_target_knows_floors_ceilings_and_bands():
+    from demo_core.cards import Target
+    assert Target("accuracy", 0.85).met_by(0.86) and not Target("accuracy", 0.85).met_by(0.84)
+    assert Target("mape", 0.07).met_by(0.065) and Target("mape", 0.07).describe() == "≤ 0.07"
+    assert Target("interval_coverage", (0.75, 0.85)).met_by(0.8) is True
+    assert Target("interval_coverage", (0.75, 0.85)).met_by(0.884) is False
+
+
+def test_a_card_missing_a_required_key_disables_the_demo_with_a_reason():
+    from demo_core.cards import Card
+    from demo_core.errors import ModelUnavailable
+    with pytest.raises(ModelUnavailable, match="targets"):
+        Card.from_dict("car", {"name": "x", "task": "car", "labels": [], "metrics": {}, "limitations": [], "files": {}})
