@@ -13,6 +13,27 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def chromium() -> str | None:
+    """Debian's Chromium (the browser benches drive it through Playwright; nothing is downloaded)."""
+    import shutil
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def wait_for_health(url: str) -> None:
+    """Until a freshly started `streamlit run` answers its health check."""
+    import urllib.request
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:

@@ -14,21 +14,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 
 import numpy as np
 
-from _common import ROOT, free_port
+from _common import CHROMIUM_ARGS, chromium, free_port, wait_for_health
+from load import start_server
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM, ARGS = chromium(), CHROMIUM_ARGS
 FIRST_RESULT_TARGET_S, WARM_TARGET_S = 5.0, 1.5
 
 
@@ -45,13 +39,6 @@ def png_film(i: int, side: int = 2000) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(big).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def start_server(port: int) -> subprocess.Popen:
-    env = {**os.environ, "DEMO_DATA_DIR": str(ROOT / "no-data-directory-as-on-cloud")}
-    return subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-                             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def upload_and_wait(page, name: str, data: bytes) -> float:
@@ -88,14 +75,9 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    server = start_server(port)
+    server = start_server(port, memory_cap_gb=None, one_core=False)  # hosted mode: no data directory
     try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_health(url)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1300, "height": 900})

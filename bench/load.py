@@ -32,14 +32,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-from _common import ROOT, free_port
+from _common import CHROMIUM_ARGS, ROOT, chromium, free_port, wait_for_health
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM, ARGS = chromium(), CHROMIUM_ARGS
 DEMOS = ("xray", "poem", "car")  # the order each session opens them (demo_core.tasks.TASKS' order)
 CGROUP = Path("/sys/fs/cgroup/memory/demo_load_bench")  # cgroup v1, as on this machine
 HOSTED = {"DEMO_DATA_DIR": str(ROOT / "no-data-directory-as-on-cloud")}  # no data directory, as on Cloud
@@ -273,12 +270,7 @@ def main() -> None:
     t0 = time.perf_counter()
     server = start_server(port, args.memory_cap_gb, args.one_core)
     try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_health(url)
         ready_s = time.perf_counter() - t0
         usable_s = ready_s + asyncio.run(first_page_usable(url))
         warm_s = None if args.cold else usable_s + asyncio.run(until_every_model_is_warm(url))
