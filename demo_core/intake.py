@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,7 @@ def _load_raster(data: bytes, max_pixels: int) -> LoadedImage:
             raise InputError("This file is not an image we can read (PNG, JPEG, WebP, BMP, TIFF or "
                              "DICOM).") from None
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError, IndexError,
-                KeyError, struct_error(), ZeroDivisionError, RuntimeError):
+                KeyError, struct.error, ZeroDivisionError, RuntimeError):
             raise InputError("The image file is damaged or truncated and cannot be decoded.") from None
         try:
             transposed = ImageOps.exif_transpose(img)
@@ -157,11 +158,6 @@ def _load_raster(data: bytes, max_pixels: int) -> LoadedImage:
         rgb = _to_rgb(img, steps)
     info = {"format": fmt, "original_mode": img.mode, "width": rgb.shape[1], "height": rgb.shape[0]}
     return LoadedImage(rgb, fmt, tuple(steps), info)
-
-
-def struct_error():
-    import struct
-    return struct.error
 
 
 def _exif_orientation(img: Image.Image) -> int | None:
@@ -292,7 +288,11 @@ def _assume_transfer_syntax(ds) -> None:
     """A file with no file meta (ACR-NEMA, or a bare dataset) holds uncompressed pixels; pydicom found the
     encoding while parsing (``force=True``), and says it in ``original_encoding``."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pydicom.uid import (
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
     implicit, little = ds.original_encoding
     implicit = True if implicit is None else implicit
     little = True if little is None else little

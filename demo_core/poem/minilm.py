@@ -125,7 +125,6 @@ class MiniLMEncoder:
     def __init__(self, weights: dict[str, np.ndarray], vocab: list[str]):
         tf = _tf.tf()
         self.tokenizer = WordPieceTokenizer(vocab)
-        self._w = None
         w = {k: tf.constant(np.asarray(v, np.float32)) for k, v in weights.items()}
         self._embed = tf.function(self._build(tf, w), autograph=False, input_signature=[
             tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.int32)])

@@ -67,11 +67,6 @@ class Preprocessed:
     def english_share(self) -> float:
         return self.n_english / len(self.words) if self.words else 0.0
 
-    def to_dict(self) -> dict:
-        return {"decontracted": self.decontracted, "tokens": list(self.tokens), "words": list(self.words),
-                "without_stopwords": list(self.without_stopwords), "lemmas": list(self.lemmas),
-                "ids": list(self.ids), "n_unknown": self.n_unknown, "truncated": self.truncated,
-                "warnings": list(self.warnings)}
 
 
 def _other_languages_stopwords() -> dict[str, frozenset[str]]:
