@@ -34,7 +34,10 @@ def test_smoke_training_writes_a_verified_model(task, script, extra, tmp_path, m
         again = json.loads((tmp_path / task / "card.json").read_text())
         assert (tmp_path / task / "photo.keras").read_bytes() == photo
         assert again["metrics"]["photo_test"] == card["metrics"]["photo_test"]
-        card = again
+        # the mpg / tax correction trains on top of the details-only trees and joins the verified files
+        train("train_car_papers.py", tmp_path / task)
+        card = json.loads((tmp_path / task / "card.json").read_text())
+        assert "price_papers.pkl" in card["files"] and card["metrics"]["with_papers"]["test"]
     monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
     from demo_core.cards import verified_card
     assert verified_card(task)["task"] == task

@@ -323,20 +323,11 @@ def balanced_acc(y, pred):
     return float((pred[y].mean() + (~pred[~y]).mean()) / 2)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--out", type=Path, default=ROOT / "weights" / "car")
-    ap.add_argument("--photo-tail-epochs", type=int, default=12,
-                    help="> 0 adds a candidate whose last blocks are fine-tuned for the make; validation picks")
-    ap.add_argument("--keep-photo", action="store_true",
-                    help="retrain the price models only; keep photo.keras and its card figures from --out")
-    args = ap.parse_args()
-    seed_everything(0)
-    data = require_data()
-    listings = pd.read_csv(data / "cars" / "listings.csv")
-    P = train_price(listings, args.smoke)
-    te, Xte, catalog = P["te"], P["Xte"], P["catalog"]
+# ----------------------------------------------------------------------------- stages of main()
+
+def test_read(P: dict) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """The shipped price model on the test listings, read once: (test metrics, baselines, truth, log prediction)."""
+    te, Xte = P["te"], P["Xte"]
     y = te.price.to_numpy()
     point_log = P["point"].predict(Xte)
     if P["shipped"] == "ensemble_hgb_keras":
@@ -351,48 +342,57 @@ def main() -> None:
     P["results"]["keras_mlp"]["test_mape"] = mape(y, np.exp(P["keras_model"].predict_log(te)))
     baselines = {"median_price_mape": mape(y, np.full(len(y), np.median(P["tr"].price))),
                  "keras_embedding_mlp_mape": P["results"]["keras_mlp"]["test_mape"]}
+    return test, baselines, y, point_log
 
-    previous = json.loads((args.out / "card.json").read_text()) if (args.out / "card.json").is_file() else None
+
+def photo_stage(args, data: Path, previous: dict | None) -> dict:
+    """The photo model: trained, or kept from ``--out`` with its card figures (``--keep-photo``); then its views."""
     imgs, rgb = load_photos(data, args.smoke)  # read once: the photo model and its test-time views both use them
     if args.keep_photo:
         import keras
-        photo_bytes, (make_classes, photo_metrics, photo_baseline, photo_params, photo_counts) = \
-            (args.out / "photo.keras").read_bytes(), photo_parts(previous)
+        photo_bytes = (args.out / "photo.keras").read_bytes()
+        make_classes, photo_metrics, photo_baseline, photo_params, photo_counts = photo_parts(previous)
         photo_model = keras.models.load_model(args.out / "photo.keras", compile=False)
     else:
+        photo_bytes = None
         photo_model, make_classes, photo_metrics, photo_baseline, photo_params, photo_counts = train_photo(
             imgs, rgb, args.smoke, args.photo_tail_epochs)
     make_views, photo_metrics = choose_make_views(photo_model, make_classes, photo_metrics, imgs, rgb,
                                                   kept=args.keep_photo)
+    return {"model": photo_model, "bytes": photo_bytes, "make_classes": make_classes, "metrics": photo_metrics,
+            "baseline": photo_baseline, "params": photo_params, "counts": photo_counts, "views": make_views}
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    for f in args.out.glob("*"):
+
+def export(out: Path, P: dict, catalog: dict, photo: dict) -> tuple[dict, dict]:
+    """Write the price trees, the catalog and the photo model; returns (the price bundle, the catalog written)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.glob("*"):
         f.unlink()
-    bundle = {"point": P["point"], "q10": P["q_models"][0.1], "q90": P["q_models"][0.9],
-              "keras": None}
+    bundle = {"point": P["point"], "q10": P["q_models"][0.1], "q90": P["q_models"][0.9], "keras": None}
     if P["shipped"] == "ensemble_hgb_keras":
-        P["keras_model"].model.save(args.out / "price_mlp.keras")
-    with open(args.out / "price_models.pkl", "wb") as f:
+        P["keras_model"].model.save(out / "price_mlp.keras")
+    with open(out / "price_models.pkl", "wb") as f:
         pickle.dump(bundle, f, protocol=5)
-    catalog_out = {k: v for k, v in catalog.items()}
+    catalog_out = dict(catalog)
     catalog_out.update({"interval_correction": P["correction"], "shipped": P["shipped"],
-                        "photo_make_classes": make_classes,
-                        "photo_make_views": make_views.to_dict()})
-    (args.out / "catalog.json").write_text(json.dumps(catalog_out, indent=1, default=float))
-    if args.keep_photo:
-        (args.out / "photo.keras").write_bytes(photo_bytes)
+                        "photo_make_classes": photo["make_classes"], "photo_make_views": photo["views"].to_dict()})
+    (out / "catalog.json").write_text(json.dumps(catalog_out, indent=1, default=float))
+    if photo["bytes"] is not None:
+        (out / "photo.keras").write_bytes(photo["bytes"])
     else:
-        photo_model.save(args.out / "photo.keras")
+        photo["model"].save(out / "photo.keras")
+    return bundle, catalog_out
 
-    # Partial details: calibrate the pooled intervals on validation listings, per missing-field pattern,
-    # then measure error and coverage on test listings (uses the app's own prototype code).
-    from demo_core.car.model import CarModel
-    patterns = (("brand_and_model", ["brand", "model"]), ("brand_model_year", ["brand", "model", "year"]),
-                ("brand_model_year_mileage", ["brand", "model", "year", "mileage"]), ("brand_only", ["brand"]))
-    cm = CarModel(bundle, catalog_out, photo_model=None, card={})
+
+PARTIAL_PATTERNS = (("brand_and_model", ["brand", "model"]), ("brand_model_year", ["brand", "model", "year"]),
+                    ("brand_model_year_mileage", ["brand", "model", "year", "mileage"]), ("brand_only", ["brand"]))
+
+
+def partial_interval_factors(cm, va: pd.DataFrame) -> dict[str, float]:
+    """Per missing-field pattern, the factor that widens the pooled interval to 80 % coverage on validation."""
     factors = {}
-    va_sample = P["va"].sample(min(300, len(P["va"])), random_state=1)
-    for label, keep in patterns:
+    va_sample = va.sample(min(300, len(va)), random_state=1)
+    for _, keep in PARTIAL_PATTERNS:
         scores = []
         for _, r in va_sample.iterrows():
             try:
@@ -402,15 +402,15 @@ def main() -> None:
             med, (lo_, hi_) = np.log(q.price), np.log(q.price_interval)
             yv = np.log(r.price)
             scores.append((med - yv) / max(med - lo_, 1e-6) if yv < med else (yv - med) / max(hi_ - med, 1e-6))
-        filled_key = ",".join(sorted(q.filled_in))
-        factors[filled_key] = float(max(1.0, np.quantile(scores, 0.8)))
-    catalog_out["partial_interval_factors"] = factors
-    (args.out / "catalog.json").write_text(json.dumps(catalog_out, indent=1, default=float))
-    print("partial interval factors", factors, flush=True)
-    cm = CarModel(bundle, catalog_out, photo_model=None, card={})
+        factors[",".join(sorted(q.filled_in))] = float(max(1.0, np.quantile(scores, 0.8)))
+    return factors
+
+
+def partial_details_test(cm, te: pd.DataFrame) -> dict:
+    """Error and coverage on test listings when the visitor gives only some fields."""
     sample = te.sample(min(400, len(te)), random_state=0)
     partial = {}
-    for label, keep in patterns:
+    for label, keep in PARTIAL_PATTERNS:
         preds, yy = [], []
         for _, r in sample.iterrows():
             try:
@@ -418,21 +418,44 @@ def main() -> None:
                 yy.append(r.price)
             except InputError:
                 continue
-        p = np.array([q.price for q in preds]); l = np.array([q.price_interval[0] for q in preds])
-        h = np.array([q.price_interval[1] for q in preds]); yy = np.array(yy)
-        partial[label] = {"mape": mape(yy, p), "interval_coverage_80": float(((yy >= l) & (yy <= h)).mean()), "n": len(yy)}
-    print("partial", partial, flush=True)
+        p = np.array([q.price for q in preds])
+        lo = np.array([q.price_interval[0] for q in preds])
+        hi = np.array([q.price_interval[1] for q in preds])
+        yy = np.array(yy)
+        partial[label] = {"mape": mape(yy, p), "interval_coverage_80": float(((yy >= lo) & (yy <= hi)).mean()),
+                          "n": len(yy)}
+    return partial
 
-    price_design = f"{P['shipped']}, monotone in mileage"
+
+def partial_details(out: Path, P: dict, bundle: dict, catalog_out: dict) -> dict:
+    """Calibrate the pooled intervals for partial details on validation (into the catalog), then read test."""
+    from demo_core.car.model import CarModel
+    factors = partial_interval_factors(CarModel(bundle, catalog_out, photo_model=None, card={}), P["va"])
+    catalog_out["partial_interval_factors"] = factors
+    (out / "catalog.json").write_text(json.dumps(catalog_out, indent=1, default=float))
+    print("partial interval factors", factors, flush=True)
+    partial = partial_details_test(CarModel(bundle, catalog_out, photo_model=None, card={}), P["te"])
+    print("partial", partial, flush=True)
+    return partial
+
+
+def earlier_reads(previous: dict | None, price_design: str) -> list[dict]:
+    """The card's earlier test reads, plus the previous design's when this run ships another."""
     earlier = list((previous or {}).get("metrics", {}).get("earlier_test_reads", []))
     if previous and previous.get("price_design") != price_design and "test" in previous.get("metrics", {}):
         old_test = previous["metrics"]["test"]
         earlier.append({"design": previous.get("price_design", "hgb_127, unconstrained"), "mape": old_test["mape"],
                         "interval_coverage_80": old_test["interval_coverage_80"]})
+    return earlier
 
+
+def build_card(args, P: dict, catalog: dict, photo: dict, test: dict, baselines: dict, y: np.ndarray,
+               point_log: np.ndarray, partial: dict, previous: dict | None) -> dict:
+    price_design = f"{P['shipped']}, monotone in mileage"
     noise_floor = lookalike_floor(P["tr"], P["va"], np.exp(P["point"].predict(frame(P["va"], catalog))))
     scatter_idx = np.random.default_rng(0).choice(len(y), size=min(600, len(y)), replace=False)
-    card = {
+    photo_metrics, make_views, make_classes = photo["metrics"], photo["views"], photo["make_classes"]
+    return {
         "name": "Car price: details and photo", "task": "car", "version": "1.0.0" if not args.smoke else "smoke",
         "architecture": f"Price: HistGradientBoosting on log price ({P['best_hgb']}), native categorical brand, "
                         "model, fuel, transmission; 10 %/90 % quantile models conformalised on validation "
@@ -453,14 +476,14 @@ def main() -> None:
                           "photos": "shared/data/cars/images.csv (3,442 photos; Stanford Cars, damage sets, "
                                     "natural_images, interiors and parts as not-car)",
                           "photos_split": "70/15/20... by file-name hash: 65 % train, 15 % val, 20 % test",
-                          "photo_counts": photo_counts},
-        "selection": {"by": "validation MAPE", "candidates": P["results"], "photo_hyperparameters": photo_params},
+                          "photo_counts": photo["counts"]},
+        "selection": {"by": "validation MAPE", "candidates": P["results"], "photo_hyperparameters": photo["params"]},
         "price_design": price_design,
-        "metrics": {"test": test, "earlier_test_reads": earlier, "partial_details_test": partial,
+        "metrics": {"test": test, "earlier_test_reads": earlier_reads(previous, price_design), "partial_details_test": partial,
                     "photo_test": photo_metrics,
                     "test_scatter": {"real": y[scatter_idx].round(0).tolist(),
                                      "predicted": np.exp(point_log[scatter_idx]).round(0).tolist()}},
-        "baselines": {**baselines, **photo_baseline},
+        "baselines": {**baselines, **photo["baseline"]},
         "analysis": {"noise_floor_validation": noise_floor},
         "targets": {"mape": 0.07, "interval_coverage_80": [0.75, 0.85], "car_not_car_balanced_accuracy": 0.995,
                     "make_top1": 0.85},
@@ -477,6 +500,26 @@ def main() -> None:
                    "(non-commercial research) and others, see shared/data/cars README. MobileNetV2 weights "
                    "Apache-2.0 / MIT.",
     }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "weights" / "car")
+    ap.add_argument("--photo-tail-epochs", type=int, default=12,
+                    help="> 0 adds a candidate whose last blocks are fine-tuned for the make; validation picks")
+    ap.add_argument("--keep-photo", action="store_true",
+                    help="retrain the price models only; keep photo.keras and its card figures from --out")
+    args = ap.parse_args()
+    seed_everything(0)
+    data = require_data()
+    P = train_price(pd.read_csv(data / "cars" / "listings.csv"), args.smoke)
+    test, baselines, y, point_log = test_read(P)
+    previous = json.loads((args.out / "card.json").read_text()) if (args.out / "card.json").is_file() else None
+    photo = photo_stage(args, data, previous)
+    bundle, catalog_out = export(args.out, P, P["catalog"], photo)
+    partial = partial_details(args.out, P, bundle, catalog_out)
+    card = build_card(args, P, P["catalog"], photo, test, baselines, y, point_log, partial, previous)
     write_card(args.out, card)
     print(json.dumps(card["metrics"], indent=1), flush=True)
 
