@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from common import ROOT, backbone_weights, require_data, seed_everything, softmax, write_card
 
@@ -91,33 +92,19 @@ def average_precision(preds_per_image, gts_per_image, thr=0.5) -> float:
 
 # ----------------------------------------------------------------------------- main
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=14)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--smoke", action="store_true", help="tiny run for tests; writes to --out")
-    ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
-    ap.add_argument("--finetuned", type=Path, help="STEM.weights.h5 from finetune_xray.py (with STEM.json): skip "
-                    "training, fit the gate, export and evaluate those weights")
-    args = ap.parse_args()
-    seed_everything(0)
-    import keras
-
-    data = require_data()
-    df = load_manifest(data, smoke=args.smoke)
-    if args.smoke:
-        args.epochs, args.batch = 1, 8
-    print(df.groupby(["split", "label"]).size().unstack(fill_value=0), flush=True)
-
+def film_inputs(data: Path, df: pd.DataFrame) -> dict:
+    """The films once: 288 px copies for training and the gate, the validation and test films as the app reads them."""
     t0 = time.time()
-    pre = preload_films(data, df)
-    tr = df[df.split == "train"]
-    va, te = df[df.split == "val"], df[df.split == "test"]
-    xva, xte = model_inputs(data, va), model_inputs(data, te)
+    films = {"pre": preload_films(data, df), "tr": df[df.split == "train"], "va": df[df.split == "val"],
+             "te": df[df.split == "test"]}
+    films["xva"], films["xte"] = model_inputs(data, films["va"]), model_inputs(data, films["te"])
     print(f"loaded in {time.time() - t0:.0f}s", flush=True)
+    return films
 
-    if args.finetuned:  # weights trained elsewhere (e.g. on a GPU machine) by the same recipe
+
+def fine_tuned_member(keras, args, df: pd.DataFrame, films: dict):
+    """(model, validation history, how it was trained): trained here, or weights trained elsewhere by the same recipe."""
+    if args.finetuned:  # e.g. on a GPU machine
         model = build_model(keras)
         model.load_weights(args.finetuned)
         run_log = json.loads(args.finetuned.with_name(args.finetuned.name.removesuffix(".weights.h5") + ".json")
@@ -126,11 +113,14 @@ def main() -> None:
         trained_on = f"{run_log['backend']} backend on {run_log.get('device', 'an unrecorded device')}, " \
                      f"{run_log['epochs_run']} of {run_log['epochs']} epochs " \
                      f"(finetune_xray.py, seed {run_log['seed']})"
-    else:
-        model, history = finetune(df, pre, xva, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                                  log=lambda m: print(m, flush=True))
-        trained_on = f"tensorflow backend, {args.epochs} epochs (train_xray.py)"
+        return model, history, trained_on
+    model, history = finetune(df, films["pre"], films["xva"], epochs=args.epochs, batch=args.batch, lr=args.lr,
+                              log=lambda m: print(m, flush=True))
+    return model, history, f"tensorflow backend, {args.epochs} epochs (train_xray.py)"
 
+
+def predictor(keras, model):
+    """x -> class probabilities, heat map, box sizes and pooled features, in batches of 64."""
     def predict(x):
         outs = {"p": [], "h": [], "s": [], "f": []}
         for i in range(0, len(x), 64):
@@ -138,43 +128,37 @@ def main() -> None:
             outs["p"].append(softmax(o["class_logits"]))
             outs["h"].append(o["heatmap"]); outs["s"].append(o["box_size"]); outs["f"].append(o["pooled"])
         return {k: np.concatenate(v) for k, v in outs.items()}
+    return predict
 
-    # Detection threshold and gate are chosen on validation only.
-    val_pred = predict(xva)
-    det_rows = va.det_valid.to_numpy()
-    gts_va = [[[c * INPUT_SIZE / w if k % 2 == 0 else c * INPUT_SIZE / h for k, c in enumerate(b)] for b in bx]
-              for bx, w, h in zip(va.boxes, va.width, va.height)]
 
-    from gate_data import gate_negatives  # noqa: E402  (training-only helper)
-    gate_w, gate_b, gate_report = fit_gate(keras, model, predict, xva, pre, tr, data, args.smoke, gate_negatives)
+def boxes_at_input_size(part: pd.DataFrame) -> list:
+    """Each film's opacity boxes in the model's 224 px input frame."""
+    return [[[c * INPUT_SIZE / w if k % 2 == 0 else c * INPUT_SIZE / h for k, c in enumerate(b)] for b in bx]
+            for bx, w, h in zip(part.boxes, part.width, part.height)]
 
-    # ---- final, single read of the test split
-    o = predict(xte)
+
+def opacity_ap(out: dict, part: pd.DataFrame) -> tuple[float, int]:
+    """AP@0.5 of the decoded boxes on the films whose opacities were drawn (or are true negatives)."""
+    mask = part.det_valid.to_numpy()
+    preds = [decode(out["h"][i, ..., 0], out["s"][i]) for i in range(len(part)) if mask[i]]
+    return average_precision(preds, [g for g, m_ in zip(boxes_at_input_size(part), mask) if m_]), int(mask.sum())
+
+
+def test_read(predict, films: dict, gate_w: np.ndarray, gate_b: float, gate_report: dict) -> dict:
+    """The single read of the test split: classes per source, opacity AP, the gate on chest films."""
+    te = films["te"]
+    o = predict(films["xte"])
     test_metrics = classification_metrics(te.y.to_numpy(), o["p"], te.source.to_numpy())
-    gts_te = [[[c * INPUT_SIZE / w if k % 2 == 0 else c * INPUT_SIZE / h for k, c in enumerate(b)] for b in bx]
-              for bx, w, h in zip(te.boxes, te.width, te.height)]
-    mask = te.det_valid.to_numpy()
-    preds = [decode(o["h"][i, ..., 0], o["s"][i]) for i in range(len(te))]
-    test_metrics["opacity_ap50"] = average_precision([p for p, m_ in zip(preds, mask) if m_],
-                                                     [g for g, m_ in zip(gts_te, mask) if m_])
-    test_metrics["opacity_eval_images"] = int(mask.sum())
-    val_ap = average_precision([decode(val_pred["h"][i, ..., 0], val_pred["s"][i]) for i in range(len(va)) if det_rows[i]],
-                               [g for g, m_ in zip(gts_va, det_rows) if m_])
+    test_metrics["opacity_ap50"], test_metrics["opacity_eval_images"] = opacity_ap(o, te)
     gate_scores_xray = 1 / (1 + np.exp(-(o["f"] @ gate_w + gate_b)))
     gate_report["test_chest_xrays_accepted"] = float((gate_scores_xray >= 0.5).mean())
     print(json.dumps(test_metrics, indent=1), flush=True)
+    return test_metrics
 
-    # Baselines on the same test split: majority class and the frozen ImageNet linear probe.
-    baselines = {"always_typical_accuracy": float((te.y == L.CLASSES.index("typical")).mean())}
-    if not args.smoke:
-        baselines["imagenet_linear_probe"] = linear_probe_baseline(keras, xte, te, tr, pre, xva)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    final = export_model(keras, model, gate_w, gate_b)
-    for f in args.out.glob("*"):
-        f.unlink()
-    final.save(args.out / "model.keras")
-    card = {
+def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: float, test_metrics: dict,
+               gate_report: dict, baselines: dict) -> dict:
+    return {
         "name": "Chest X-ray: SIIM study class, opacity boxes, chest X-ray gate",
         "task": "xray", "version": "1.0.0" if not args.smoke else "smoke",
         "architecture": "MobileNetV2 (ImageNet, fine-tuned, BatchNorm frozen) at 224x224; softmax head on pooled "
@@ -214,7 +198,46 @@ def main() -> None:
         "license": "Weights derived from data of mixed licences, several non-commercial (see shared/data/cxr "
                    "README); MobileNetV2 ImageNet weights Apache-2.0 / MIT. Demo and research use only.",
     }
-    write_card(args.out, card)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--smoke", action="store_true", help="tiny run for tests; writes to --out")
+    ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
+    ap.add_argument("--finetuned", type=Path, help="STEM.weights.h5 from finetune_xray.py (with STEM.json): skip "
+                    "training, fit the gate, export and evaluate those weights")
+    args = ap.parse_args()
+    seed_everything(0)
+    import keras
+    from gate_data import gate_negatives  # training-only helper
+
+    data = require_data()
+    df = load_manifest(data, smoke=args.smoke)
+    if args.smoke:
+        args.epochs, args.batch = 1, 8
+    print(df.groupby(["split", "label"]).size().unstack(fill_value=0), flush=True)
+    films = film_inputs(data, df)
+    model, history, trained_on = fine_tuned_member(keras, args, df, films)
+    predict = predictor(keras, model)
+    # Detection threshold and gate are chosen on validation only.
+    val_ap, _ = opacity_ap(predict(films["xva"]), films["va"])
+    gate_w, gate_b, gate_report = fit_gate(keras, model, predict, films["xva"], films["pre"], films["tr"], data,
+                                           args.smoke, gate_negatives)
+    test_metrics = test_read(predict, films, gate_w, gate_b, gate_report)
+    # Baselines on the same test split: majority class and the frozen ImageNet linear probe.
+    baselines = {"always_typical_accuracy": float((films["te"].y == L.CLASSES.index("typical")).mean())}
+    if not args.smoke:
+        baselines["imagenet_linear_probe"] = linear_probe_baseline(keras, films["xte"], films["te"], films["tr"],
+                                                                   films["pre"], films["xva"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    final = export_model(keras, model, gate_w, gate_b)
+    for f in args.out.glob("*"):
+        f.unlink()
+    final.save(args.out / "model.keras")
+    write_card(args.out, build_card(args, df, trained_on, history, val_ap, test_metrics, gate_report, baselines))
     # The class probabilities ship as a blend with a frozen-ImageNet probe that reads the lung field.
     add_lung_field(args.out, df, data, smoke=args.smoke)
     add_probe_member(args.out, df, data, smoke=args.smoke)
