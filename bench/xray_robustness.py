@@ -3,6 +3,8 @@
     .venv/bin/python bench/xray_robustness.py                 # all 449 test films, about 5 min on 2 cores
     .venv/bin/python bench/xray_robustness.py --films 40      # a quick look
     .venv/bin/python bench/xray_robustness.py --write-card    # also store the table in weights/xray/card.json
+    .venv/bin/python bench/xray_robustness.py --self-check --write-card   # how often an upload's self-check
+                                                                # flags its answer, and how right flagged answers are
     .venv/bin/python bench/xray_robustness.py --write-card --earlier "DESIGN"   # a design about to be replaced:
                                                                 # stored as metrics.robustness_earlier
 
@@ -60,11 +62,33 @@ def attention_share(model, te, grays) -> dict:
     return out
 
 
+def self_check_figures(model, te, grays) -> dict:
+    """How often an upload's self-check flags the answer as unstable, and how right the flagged answers are."""
+    from demo_core.intake import LoadedImage
+    from demo_core.stats import wilson_interval
+    flagged, right = [], []
+    for row, g in zip(te.itertuples(), grays):
+        image = LoadedImage(np.repeat(g[..., None], 3, axis=2), "film")
+        pred = model.predict_image(image)
+        flagged.append(not model.self_check(image, pred).stable)
+        right.append(pred.label == row.label)
+    flagged, right = np.array(flagged), np.array(right)
+    out = {"n": int(len(flagged)), "flagged": int(flagged.sum()), "flagged_share": float(flagged.mean())}
+    for name, sel in (("flagged", flagged), ("stable", ~flagged)):
+        if sel.any():
+            k, n = int(right[sel].sum()), int(sel.sum())
+            out[f"accuracy_{name}"] = k / n
+            out[f"accuracy_{name}_95ci"] = [round(v, 3) for v in wilson_interval(k, n)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--films", type=int, default=None, help="a random sample of the test split (default: all)")
     ap.add_argument("--write-card", action="store_true")
     ap.add_argument("--earlier", metavar="DESIGN", help="store as the figures of DESIGN, the design being replaced")
+    ap.add_argument("--self-check", action="store_true",
+                    help="only the upload self-check's figures (with --write-card: into metrics.robustness)")
     args = ap.parse_args()
     from demo_core.xray.model import load
     from demo_core.xray.robustness import stability_table
@@ -72,6 +96,15 @@ def main() -> None:
     model = load()
     te, grays = test_films(args.films)
     t0 = time.time()
+    if args.self_check:
+        figures = self_check_figures(model, te, grays)
+        print(json.dumps(figures), f"{time.time() - t0:.0f} s")
+        if args.write_card:
+            path = ROOT / "weights" / "xray" / "card.json"
+            card = json.loads(path.read_text())
+            card["metrics"]["robustness"]["self_check"] = figures
+            path.write_text(json.dumps(card, indent=2) + "\n")
+        return
     rows = stability_table(lambda image: np.array(list(model.predict_image(image).probabilities.values())), grays)
     attention = attention_share(model, te, grays)
     print(f"{len(grays)} test films, {time.time() - t0:.0f} s")

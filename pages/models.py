@@ -91,6 +91,14 @@ def render_xray_robustness(card: dict) -> None:
                    "lungs.")
         if rob.get("cost"):
             st.caption("What robustness cost: " + rob["cost"])
+        check = rob.get("self_check")
+        if check:
+            st.markdown(
+                f"**Self-check of each upload**: the page reads every film again after a 6 % border crop and as a "
+                f"quality-50 JPEG, and says so when the answer changes. On the {check['n']} test films it flagged "
+                f"{check['flagged']} ({check['flagged_share']:.0%}); those answers were right "
+                f"{check['accuracy_flagged']:.0%} of the time (95 % CI {check['accuracy_flagged_95ci'][0]:.0%}–"
+                f"{check['accuracy_flagged_95ci'][1]:.0%}), the others {check['accuracy_stable']:.0%}.")
     t = metrics["test"]
     if "ece" in t:
         st.markdown(f"**Calibration**: expected calibration error on the test split {t['ece']:.3f} after temperature "

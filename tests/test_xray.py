@@ -144,3 +144,21 @@ def test_attention_map_matches_the_image(xray_model, chest_film):
 def test_bad_input_raises_input_error(xray_model):
     with pytest.raises(InputError):
         xray_model.predict(b"not an image")
+
+
+def test_an_upload_is_checked_against_the_exports_that_move_answers_most(xray_model, chest_film):
+    from demo_core.xray.robustness import SELF_CHECK
+    image = load_image(chest_film)
+    result = xray_model.predict_image(image)
+    check = xray_model.self_check(image, result)
+    assert set(check.after) == set(SELF_CHECK) and check.label == result.label
+    assert check.stable == (check.caution() is None)
+    assert check.stable == all(label == result.label for label in check.after.values())
+    assert 0.0 <= check.max_tv <= 1.0
+
+
+def test_the_card_says_how_right_the_answers_flagged_unstable_were():
+    from demo_core.cards import load_card
+    figures = load_card("xray").section("metrics", "robustness", "self_check")
+    assert figures["n"] == 449 and 0 < figures["flagged"] < figures["n"]
+    assert figures["accuracy_flagged"] < figures["accuracy_stable"]  # the flag carries information

@@ -136,6 +136,13 @@ class XrayModel:
         image = source if isinstance(source, LoadedImage) else load_image(source, name=name)
         return self.predict_image(image)
 
+    def self_check(self, image: LoadedImage, prediction: XrayPrediction):
+        """The film read again after a 6 % border crop and as a quality-50 JPEG (``robustness.SELF_CHECK``):
+        does the answer hold?  About two more predictions."""
+        from .robustness import self_check
+        probabilities = lambda img: np.array(list(self.predict_image(img).probabilities.values()))  # noqa: E731
+        return self_check(probabilities, image.gray(), np.array(list(prediction.probabilities.values())), CLASSES)
+
     def input_description(self) -> str:
         """How the film is resized for the members, in words for the page."""
         return (f"whole film resized (squashed) to {INPUT_SIZE} × {INPUT_SIZE} grayscale for the fine-tuned model; "

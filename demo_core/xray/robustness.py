@@ -128,3 +128,49 @@ def mass_inside(attention: np.ndarray, boxes: Sequence[Sequence[float]]) -> tupl
         inside[max(0, int(y0)):min(h, int(np.ceil(y1))), max(0, int(x0)):min(w, int(np.ceil(x1)))] = True
     total = float(attention.sum())
     return (float(attention[inside].sum()) / total if total > 0 else 0.0), float(inside.mean())
+
+
+# ----------------------------------------------------------------------------- the self-check of one upload
+
+# The two exports that move the answer most on the test split (bench/xray_robustness.py). Every upload is read
+# again after each, so the visitor learns when the answer would change with a slightly different export.
+SELF_CHECK = ("border crop 6 %", "JPEG q50")
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """The answer for this very film after the exports that move answers most."""
+
+    label: str  # the answer on the film as uploaded
+    after: dict[str, str]  # export -> the top class after it
+    max_tv: float  # the largest total-variation shift of the four probabilities
+
+    @property
+    def flipped_by(self) -> tuple[str, ...]:
+        return tuple(name for name, label in self.after.items() if label != self.label)
+
+    @property
+    def stable(self) -> bool:
+        return not self.flipped_by
+
+    def caution(self) -> str | None:
+        if self.stable:
+            return None
+        changes = "; ".join(f"after a {name.replace(' %', '%')} it reads {self.after[name]}" for name in self.flipped_by)
+        return (f"The answer is not stable for this film: {changes}. A different export of the same film could "
+                "get another answer; treat it with extra caution.")
+
+    def to_dict(self) -> dict:
+        return {"stable": self.stable, "after": self.after, "max_tv": round(self.max_tv, 4)}
+
+
+def self_check(predict: Callable[[LoadedImage], np.ndarray], gray: np.ndarray, original: np.ndarray,
+               classes: Sequence[str]) -> SelfCheck:
+    """``predict`` maps a LoadedImage to probabilities; ``original`` are the film's own."""
+    by_name = {t.name: t for t in TRANSFORMS}
+    after, tv = {}, 0.0
+    for name in SELF_CHECK:
+        p = predict(by_name[name].apply(gray))
+        after[name] = classes[int(np.argmax(p))]
+        tv = max(tv, float(total_variation(original, p)))
+    return SelfCheck(classes[int(np.argmax(original))], after, tv)
