@@ -16,6 +16,9 @@ st.title("📜 Poem analyzer")
 st.write("Type or paste a poem. The model suggests its **topics** and **when it was likely written**, and shows "
          "how the text becomes numbers on the way.")
 
+# The answer first once there is one: on a phone the form fills the screen and the results follow it.
+answer = st.container()
+
 # ---- 1. input
 poems = examples.poem_examples()
 
@@ -56,6 +59,9 @@ except InputError as exc:
     st.stop()
 
 # ---- 3. results
+with answer:
+    st.success(f"**{' · '.join(result.predicted_topics)}**, written around **{result.year}** "
+               f"({result.year_interval[0]}–{result.year_interval[1]}); details below the poem.", icon="📜")
 for w in result.warnings:
     st.warning(w)
 if st.session_state.get("poem_truth") and text == st.session_state.get("poem_text"):
