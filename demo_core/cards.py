@@ -129,6 +129,11 @@ class Card:
     def target(self, name: str) -> Target | None:
         return self.targets.get(name)
 
+    def target_text(self, name: str) -> str:
+        """The target as a table shows it ("≥ 0.85", "≤ 0.07", "0.75–0.85"); "" when the card sets none."""
+        target = self.targets.get(name)
+        return target.describe() if target else ""
+
     def section(self, *path: str) -> dict:
         """A nested part of the raw card, ``{}`` where absent (older cards lack newer sections)."""
         out = self.raw

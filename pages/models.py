@@ -126,7 +126,7 @@ def render_xray_robustness(card: dict) -> None:
 
 def render_xray(typed: Card) -> None:
     card = typed.raw
-    target = lambda name: typed.target(name).describe() if typed.target(name) else ""  # noqa: E731
+    target = typed.target_text
     st.subheader(card["name"])
     t, g, b = card["metrics"]["test"], card["metrics"]["gate"], card.get("baselines", {})
     src = t.get("accuracy_per_source", {})
@@ -179,7 +179,7 @@ def render_xray(typed: Card) -> None:
 
 def render_poem(typed: Card) -> None:
     card = typed.raw
-    target = lambda name: typed.target(name).describe() if typed.target(name) else ""  # noqa: E731
+    target = typed.target_text
     st.subheader(card["name"])
     shipped = card["metrics"]["shipped"]
     tests = card["metrics"]["test"]
@@ -230,7 +230,7 @@ def render_poem(typed: Card) -> None:
 
 def render_car(typed: Card) -> None:
     card = typed.raw
-    target = lambda name: typed.target(name).describe() if typed.target(name) else ""  # noqa: E731
+    target = typed.target_text
     st.subheader(card["name"])
     t, p, b = card["metrics"]["test"], card["metrics"]["photo_test"], card.get("baselines", {})
     papers = {"+".join(r["given"]): r for r in typed.section("metrics", "with_papers").get("test", [])}

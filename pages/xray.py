@@ -1,5 +1,6 @@
 """Chest X-ray: upload a film, get the four SIIM study classes and opacity boxes."""
 
+import hashlib
 import json
 
 import plotly.graph_objects as go
@@ -64,7 +65,14 @@ name, data = st.session_state["xray_input"]
 st.caption(f"Showing: {st.session_state.get('xray_input_label', name)}")
 try:
     image = load_image(data, name=name)
-    result = model.predict(image)
+    # One reading per input: moving the slider or the attention toggle reruns the page, not the model (the
+    # prediction and its self-check are three forward passes). Kept in this session's memory only.
+    reading_key = hashlib.sha256(data).hexdigest()
+    if st.session_state.get("xray_reading", (None,))[0] != reading_key:
+        first = model.predict(image)
+        check = model.self_check(image, first) if first.is_chest_xray else None  # a refused upload needs none
+        st.session_state["xray_reading"] = (reading_key, first, check)
+    _, result, check = st.session_state["xray_reading"]
 except InputError as exc:
     st.error(f"Cannot use this file: {exc}")
     st.stop()
@@ -83,7 +91,6 @@ st.caption(DESCRIPTIONS[result.label])
 if result.caution():
     st.warning(f"**Unfamiliar film.** {result.caution()} (distance to the training films: "
                f"{result.familiarity:.2f}, warning above {result.familiarity_threshold:.2f})", icon="🧭")
-check = model.self_check(image, result)
 if check.caution():
     st.warning(f"**Unstable answer.** {check.caution()}", icon="🔁")
 else:

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import numpy as np
 import pandas as pd
 
 from common import ROOT, require_data, write_card
-from train_poem import load
+from train_poem import conformal_q, load
 
 from demo_core.poem.model import _normalise_author
+from demo_core.stats import wilson_interval
 
 COVERAGE = 0.8
 AUTHOR_LEVEL = ("author_midlife_estimate", "author_birth_plus_30_estimate")
@@ -42,17 +42,6 @@ def unseen_poets(df: pd.DataFrame, split: str, known: set[str]) -> pd.DataFrame:
 def year_errors(model, poems: pd.DataFrame) -> np.ndarray:
     """|year read - year label| with the poet's name given, as a visitor would type it."""
     return np.array([abs(model.predict(r.title, r.text, r.author).year - r.year_f) for r in poems.itertuples()])
-
-
-def conformal_half_width(errors: np.ndarray) -> float:
-    n = len(errors)
-    return float(np.quantile(errors, min(1.0, math.ceil((n + 1) * COVERAGE) / n)))
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p, d = k / n, 1 + z * z / n
-    c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return c - h, c + h
 
 
 def label_spread(df: pd.DataFrame) -> dict:
@@ -87,13 +76,13 @@ def main() -> None:
     df = load(require_data(), smoke=False)
     known = set(model.author_years)
     calibration = year_errors(model, unseen_poets(df, "val", known))
-    half = conformal_half_width(calibration)
+    half = conformal_q(calibration, COVERAGE)
     test = year_errors(model, unseen_poets(df, "test", known))  # read once, after the half-width is set
     inside = int((test <= half).sum())
     unseen = {"split": "poets with no dated training poem: validation poems set the half-width, test poems "
                        "measure it", "calibration_n": int(len(calibration)), "half_width_80": half,
               "test_n": int(len(test)), "test_coverage_80": inside / len(test),
-              "test_coverage_95ci": [round(v, 3) for v in wilson(inside, len(test))], "test_mae": float(test.mean()),
+              "test_coverage_95ci": [round(v, 3) for v in wilson_interval(inside, len(test))], "test_mae": float(test.mean()),
               "before": {"half_width": float(model.config["interval_half_width_text_only"]),
                          "test_coverage_80": float((test <= model.config["interval_half_width_text_only"]).mean())}}
     spread = label_spread(df)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -33,22 +32,12 @@ class Warmup:
 
     def __init__(self, loader=_load):
         self.started = time.monotonic()
-        self.seconds: dict[str, float] = {}
-        self._lock = threading.Lock()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-warmup")
-        self._futures: dict[str, Future] = {task: pool.submit(self._timed, loader, task) for task in TASKS}
+        self._futures: dict[str, Future] = {task: pool.submit(loader, task) for task in TASKS}
         # The models' millions of objects live as long as the process: out of the garbage collector's sight,
         # a full collection (Streamlit runs one after every script run) costs milliseconds, not 0.3 s.
         pool.submit(gc.freeze)
         pool.shutdown(wait=False)
-
-    def _timed(self, loader, task: str):
-        t0 = time.monotonic()
-        try:
-            return loader(task)
-        finally:
-            with self._lock:
-                self.seconds[task] = time.monotonic() - t0
 
     def ready(self, task: str) -> bool:
         return self._futures[task].done()

@@ -202,7 +202,9 @@ class CarModel:
         out = self._photo(self._tf.constant(x))
         car = float(out["is_car"].numpy()[0, 0])
         make = out["make"].numpy()[0 if whole_first else 1:].mean(axis=0).astype(float)
-        return _tempered_sigmoid(car, self.car_temperature), tempered(make, self.make_temperature)
+        # the check's sigmoid tempered as its two-class softmax: the logit divided by T, so 0.5 stays 0.5
+        car = float(tempered(np.array([1.0 - car, car]), self.car_temperature)[1])
+        return car, tempered(make, self.make_temperature)
 
     def photo_scores(self, image) -> tuple[bool, float, dict[str, float], float]:
         car, probs = self.photo_probabilities(image)
@@ -345,12 +347,6 @@ class CarModel:
         q = lambda p: float(np.interp(p, cdf, grid))
         median = _weighted_median(mid, weights)
         return float(np.exp(median)), float(np.exp(min(q(0.1), median))), float(np.exp(max(q(0.9), median)))
-
-
-def _tempered_sigmoid(p: float, temperature: float) -> float:
-    """A sigmoid's probability with its logit divided by T: 0.5 stays 0.5, so the car / not-car call is kept."""
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return float(1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature)))
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
