@@ -17,8 +17,7 @@ import time
 from _common import ROOT, car_photo_requests, car_requests, peak_rss_mb, poem_requests, rss_mb, timed, xray_requests
 
 COLD = """
-import time, json, sys
-sys.path.insert(0, {root!r})
+import time, json
 t = time.perf_counter()
 from demo_core.{task} import model
 m = model.load()

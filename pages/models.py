@@ -8,7 +8,7 @@ from demo_core.cards import Card, load_card
 from demo_core.errors import ModelUnavailable
 from demo_core.stats import accuracy_interval
 from demo_core.tasks import TASKS
-from ui.drawing import CHART_CONFIG
+from ui.charts import CHART_CONFIG
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -81,14 +81,20 @@ def render_xray_robustness(card: dict) -> None:
         st.dataframe(robustness_frame(rob, earlier), hide_index=True)
         att, att_before = rob.get("attention_in_lungs", {}), (earlier or {}).get("attention_in_lungs", {})
         st.caption(f"{rob['films']} test films, each compared with itself after the transform (bench/"
-                   "xray_robustness.py). 'Before' is the design shipped before the lung reading "
-                   f"({(earlier or {}).get('design', 'whole-film probe')}). Attention mass inside the lung boxes: "
+                   "xray_robustness.py). 'Before' is the design shipped before the robustness work "
+                   f"({(earlier or {}).get('design', 'whole-film members')}). Attention mass inside the lung boxes: "
                    f"{fmt(att.get('mean_share_inside_lung_boxes'))} (before "
                    f"{fmt(att_before.get('mean_share_inside_lung_boxes'))}; a uniform map would give "
                    f"{fmt(att.get('uniform_map_share'))}; {att.get('n', 0)} test films with lung boxes; target ≥ 0.75). "
                    f"Each member's own map: the lung probe {fmt(att.get('lung_probe_map_share'))}, the fine-tuned "
-                   f"member {fmt(att.get('finetuned_map_share'))}: the whole-film member still looks outside the "
-                   "lungs.")
+                   f"member {fmt(att.get('finetuned_map_share'))}.")
+        previous = metrics.get("robustness_previous")
+        if previous:
+            worst = min(previous.get("transforms", []), key=lambda r: r["agreement"], default=None)
+            if worst:
+                st.caption(f"In between, {previous['design']}: its least stable export was {worst['transform']} "
+                           f"(agreement {fmt(worst['agreement'])}, mean TV {fmt(worst['mean_tv'])}), attention in the "
+                           f"lungs {fmt(previous.get('attention_in_lungs', {}).get('mean_share_inside_lung_boxes'))}.")
         if rob.get("cost"):
             st.caption("What robustness cost: " + rob["cost"])
         check = rob.get("self_check")
@@ -147,6 +153,11 @@ def render_xray(typed: Card) -> None:
     st.caption("The lung probe's input size, features, regularisation, the blend weight and the temperature "
                f"were chosen on {ens.get('selected_by', 'validation')}. Every member learnt from the training "
                "films only.")
+    served = card.get("served", {})
+    if served:
+        worst = max((f["largest_difference"] for f in served.get("files", {}).values()), default=0.0)
+        st.caption(f"Served through {served['runtime']}: the largest difference between an exported network's "
+                   f"outputs and the trained Keras graph's was {worst:.1e}.")
     for read in card["metrics"].get("earlier_test_reads", []):
         st.caption(f"Read earlier on the same test split ({read.get('note', 'not the shipped design')}): "
                    f"{read['design']}: accuracy "
@@ -167,9 +178,11 @@ def render_xray(typed: Card) -> None:
     hist = card.get("training", {}).get("history", [])
     if hist:
         h = pd.DataFrame(hist)
-        fig = go.Figure([go.Scatter(x=h.epoch, y=h.val_accuracy, name="val accuracy"),
-                         go.Scatter(x=h.epoch, y=h.val_macro_auc, name="val macro AUC")])
-        fig.update_layout(title="Training curve (validation)", height=280, margin=dict(l=10, r=10, t=40, b=10))
+        x = list(range(1, len(h) + 1))  # a second learning-rate cycle continues the first's count
+        fig = go.Figure([go.Scatter(x=x, y=h.val_accuracy, name="val accuracy"),
+                         go.Scatter(x=x, y=h.val_macro_auc, name="val macro AUC")])
+        fig.update_layout(title="Training curve (validation)", height=280, margin=dict(l=10, r=10, t=40, b=10),
+                          xaxis_title="epoch" + (" (both cycles)" if "cycle" in h else ""))
         st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
         if card["training"].get("run"):
             st.caption(f"Trained with {card['training']['run']}. The curve is the validation score seen "
@@ -230,8 +243,18 @@ def render_poem(typed: Card) -> None:
 
 def render_car(typed: Card) -> None:
     card = typed.raw
-    target = typed.target_text
     st.subheader(card["name"])
+    car_headline_table(typed)
+    car_price_notes(card)
+    p = card["metrics"]["photo_test"]
+    car_charts(card, p)
+    car_photo_candidates(p)
+    files_and_notes(card)
+
+
+def car_headline_table(typed: Card) -> None:
+    card = typed.raw
+    target = typed.target_text
     t, p, b = card["metrics"]["test"], card["metrics"]["photo_test"], card.get("baselines", {})
     papers = {"+".join(r["given"]): r for r in typed.section("metrics", "with_papers").get("test", [])}
     with_both, with_mpg, with_tax = (papers.get(k, {}) for k in ("mpg+tax", "mpg", "tax"))
@@ -254,6 +277,9 @@ def render_car(typed: Card) -> None:
         ("car-check calibration error", fmt(calibration.get("car_check", {}).get("test_ece_after")),
          target("photo_ece"), f"before calibration {fmt(calibration.get('car_check', {}).get('test_ece_before'))}"),
     ]), hide_index=True)
+
+
+def car_price_notes(card: dict) -> None:
     if card.get("price_design"):
         st.caption(f"Price model: {card['price_design']} (lower mileage never lowers the price).")
     for read in card["metrics"].get("earlier_test_reads", []):
@@ -270,6 +296,9 @@ def render_car(typed: Card) -> None:
     if partial:
         st.write("When the visitor leaves fields out (held-out listings):")
         st.dataframe(pd.DataFrame(partial).T.style.format({"mape": "{:.1%}", "interval_coverage_80": "{:.2f}", "n": "{:.0f}"}))
+
+
+def car_charts(card: dict, p: dict) -> None:
     c1, c2 = st.columns(2)
     with c1:
         per_brand = p.get("make_top1_per_brand", {})
@@ -285,6 +314,9 @@ def render_car(typed: Card) -> None:
         if "ensemble_hgb_keras" in mapes:
             st.caption("The HGB + Keras average ships only when it beats the best boosted model by 0.2 points "
                        "on validation; a smaller gain does not pay for a second model in every request.")
+
+
+def car_photo_candidates(p: dict) -> None:
     photo_cands = {k: v for k, v in p.get("candidates", {}).items() if isinstance(v, dict)}
     if photo_cands:
         c3, c4 = st.columns(2)
@@ -310,7 +342,6 @@ def render_car(typed: Card) -> None:
     for read in p.get("earlier_test_reads", []):
         st.caption(f"Also read on the same test photos before: the make from {read['make_views']}: "
                    f"top-1 {fmt(read['make_top1_listing_brands'])}.")
-    files_and_notes(card)
 
 
 RENDERERS = {"xray": render_xray, "poem": render_poem, "car": render_car}

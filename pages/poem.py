@@ -6,7 +6,7 @@ import streamlit as st
 from demo_core import examples
 from demo_core.errors import InputError
 from ui import models
-from ui.drawing import CHART_CONFIG
+from ui.charts import CHART_CONFIG
 from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
 

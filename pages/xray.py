@@ -11,7 +11,8 @@ from demo_core.errors import InputError
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES, DESCRIPTIONS
 from ui import models
-from ui.drawing import CHART_CONFIG, annotated_film, png_bytes
+from demo_core.xray.drawing import png_bytes
+from ui.charts import CHART_CONFIG
 from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
 
@@ -113,9 +114,8 @@ with right:
 
 with left:
     boxes = result.boxes_above(threshold)
-    window = result.lungs.window_in_image(result.image_size) if result.lungs is not None else None
-    annotated = annotated_film(image.pixels, boxes, window, model.attention_map(result) if show_heat else None)
-    caption = f"{len(boxes)} opacity box(es) at score ≥ {threshold:.2f} · dashed frame: the lung field the probe read"
+    annotated = result.annotated(image.pixels, threshold, attention=show_heat)
+    caption = f"{len(boxes)} opacity box(es) at score ≥ {threshold:.2f} · dashed frame: the lung field both models read"
     if show_heat:
         caption += " · colours: model attention, not a finding"
     st.image(annotated, caption=caption, width="stretch")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,6 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # pages import `ui` and `demo_core` from the project root
-    sys.path.insert(0, str(ROOT))
 
 
 def png_bytes(arr: np.ndarray, mode: str | None = None, **save) -> bytes:

@@ -26,9 +26,10 @@ def test_every_card_is_complete_and_matches_its_files(task):
 
 def test_weights_are_small():
     total = sum(p.stat().st_size for p in weights_dir().rglob("*") if p.is_file())
-    # a fresh clone for Streamlit Community Cloud carries them all (about 124 MiB with the X-ray lung field and
-    # familiarity index and the car's mpg/tax correction); every file stays far under GitHub's 100 MB per file
-    assert total < 128 * 2**20
+    # a fresh clone for Streamlit Community Cloud carries them all (about 145 MiB: the X-ray's LiteRT copies
+    # beside its Keras files, the lung field, the familiarity index, the car's mpg/tax correction); every file
+    # stays far under GitHub's 100 MB per file
+    assert total < 160 * 2**20
     assert max(p.stat().st_size for p in weights_dir().rglob("*") if p.is_file()) < 50 * 2**20
 
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import ROOT
 from demo_core.errors import InputError
 from demo_core.intake import load_image
 
-sys.path.insert(0, str(ROOT / "bench"))
-import fuzz  # noqa: E402
+import fuzz  # bench/, on pytest's path (pyproject.toml)
 
 SEEDS = fuzz.seeds()
 

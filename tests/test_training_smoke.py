@@ -17,6 +17,28 @@ def train(script: str, out, *extra) -> None:
                    capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+# The Models page, run in its own process on a weights folder: its warm-up thread dies with that process, so
+# the smoke models never reach the shared model cache of the other tests.
+MODELS_PAGE = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=600)
+at.switch_page("pages/models.py")
+at.run()
+print(json.dumps({"exceptions": [str(e.value) for e in at.exception], "errors": [str(e.value) for e in at.error],
+                  "subheaders": [str(e.value) for e in at.subheader]}))
+"""
+
+
+def models_page_on(weights) -> dict:
+    """What the Models page shows when the app reads ``weights`` (each task's card as its script wrote it)."""
+    done = subprocess.run([sys.executable, "-c", MODELS_PAGE, str(ROOT / "streamlit_app.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "DEMO_WEIGHTS_DIR": str(weights), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("task, script, extra", [
     ("car", "train_car.py", ["--photo-tail-epochs", "1"]),
     ("poem", "train_poem.py", []),
@@ -41,6 +63,11 @@ def test_smoke_training_writes_a_verified_model(task, script, extra, tmp_path, m
     monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
     from demo_core.cards import verified_card
     assert verified_card(task)["task"] == task
+    # the writer and the reader agree: the Models page renders this card, as written, without an error
+    shown = models_page_on(tmp_path)
+    assert shown["exceptions"] == []
+    assert not [e for e in shown["errors"] if f"The {task} model" in e], shown["errors"]
+    assert card["name"] in shown["subheaders"]
 
 
 def test_gpu_fine_tuning_script_runs_on_the_cpu_backend_and_writes_small_weights(tmp_path, data_dir):
@@ -80,15 +107,15 @@ def test_the_gpu_pack_round_trips_films_and_boxes_without_the_test_split(tmp_pat
     from finetune_xray import PRELOAD, read_pack, write_pack
 
     rng = np.random.default_rng(0)
-    films = {i: (smooth_film(rng, PRELOAD), [[10.0, 20.0, 100.0 + i, 120.0]]) for i in range(3)}
+    films = {i: (smooth_film(rng, PRELOAD), [[10.0, 20.0, 100.0 + i, 120.0]], (8, 12, 200 + i, 210)) for i in range(3)}
     df = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "source": "covidquex", "label": "typical", "y": 1,
                        "det_valid": True, "split": ["train", "val", "test"], "width": 512, "height": 512})
     write_pack(df, films, tmp_path / "pack.npz")
     back, back_films = read_pack(tmp_path / "pack.npz")
     assert back.split.tolist() == ["train", "val"]  # the test split never travels
     for row, i in zip(back.index, (0, 1)):
-        img, boxes = back_films[row]
-        assert img.shape == (PRELOAD, PRELOAD) and boxes == films[i][1]
+        img, boxes, window = back_films[row]
+        assert img.shape == (PRELOAD, PRELOAD) and boxes == films[i][1] and window == films[i][2]
         assert np.abs(img.astype(int) - films[i][0]).mean() < 2  # JPEG q92 on a smooth film
 
 

@@ -28,13 +28,13 @@ def test_probabilities_blend_the_two_members_then_apply_the_cards_temperature(xr
     assert 0 <= w <= 1 and xray_model.finetuned_weight == w and t > 0
     x, x_probe, _ = xray_model.member_inputs(load_image(chest_film))
     out = xray_model._forward(x, x_probe)
-    finetuned, probe = out["probabilities"].numpy()[0], out["probe_probabilities"].numpy()[0]
+    finetuned, probe = out["probabilities"][0], out["probe_probabilities"][0]
     got = np.array(list(xray_model.predict(chest_film).probabilities.values()))
     np.testing.assert_allclose(got, tempered(w * finetuned + (1 - w) * probe, t), atol=1e-5)
 
 
-def test_each_member_reads_the_film_its_own_way(xray_model, chest_film):
-    # the fine-tuned member reads the whole film at 224 px; the probe reads the lung crop at the size validation chose
+def test_both_members_read_the_lung_crop_each_at_its_own_size(xray_model, chest_film):
+    # the fine-tuned member reads the lung crop at 224 px; the probe reads it at the size validation chose
     x, x_probe, lungs = xray_model.member_inputs(load_image(chest_film))
     size = xray_model.card["ensemble"]["probe_input_size"]
     assert tuple(x.shape) == (1, 224, 224, 3) and tuple(x_probe.shape) == (1, size, size, 3)
@@ -135,10 +135,22 @@ def test_results_are_deterministic(xray_model, chest_film):
     assert xray_model.predict(chest_film).to_dict() == xray_model.predict(chest_film).to_dict()
 
 
-def test_attention_map_matches_the_image(xray_model, chest_film):
+def test_attention_map_matches_the_image_and_lies_in_the_lung_crop(xray_model, chest_film):
     r = xray_model.predict(chest_film)
-    cam = xray_model.attention_map(r)
+    cam = r.attention()
     assert cam.shape == (r.image_size[1], r.image_size[0]) and 0 <= cam.min() and cam.max() <= 1
+    x0, y0, x1, y1 = r.lungs.window_in_image(r.image_size)
+    outside = cam.copy()
+    outside[y0:y1, x0:x1] = 0
+    assert cam.max() == 1.0 and outside.max() == 0.0  # both members read only the lung crop
+
+
+def test_a_result_draws_itself_without_the_app(xray_model, chest_film):
+    image = load_image(chest_film)
+    r = xray_model.predict_image(image)
+    plain, with_attention = r.annotated(image.pixels, 0.05), r.annotated(image.pixels, 0.05, attention=True)
+    assert plain.size == with_attention.size and max(plain.size) <= 1280
+    assert np.asarray(plain).tolist() != np.asarray(with_attention).tolist()
 
 
 def test_bad_input_raises_input_error(xray_model):

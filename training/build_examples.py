@@ -23,9 +23,9 @@ import shutil
 from pathlib import Path
 
 from common import ROOT, require_data
-from xray_common import load_manifest
 
 from demo_core.examples import PACK_DIR, PACK_FILE, held_out_poem
+from demo_core.xray.split import load_manifest
 
 FILMS_PER_SOURCE = {"hannover": 4, "cxnet": 2}
 FILM_NOTES = {"hannover": ("COVID-19, Hannover Medical School", "Hannover Medical School, "

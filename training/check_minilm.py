@@ -26,7 +26,6 @@ def main() -> None:
     if args.reference_python:
         ours = subprocess.run([sys.executable, __file__, "--weights", str(args.weights)], capture_output=True, text=True, check=True)
         return reference(args.reference_python, json.loads(ours.stdout.splitlines()[-1]))
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from demo_core.poem.minilm import load_encoder
     enc = load_encoder(args.weights)
     print(json.dumps({"ids": [enc.tokenizer.encode(s) for s in SENTENCES], "emb": enc.embed(SENTENCES).tolist()}))

@@ -6,16 +6,14 @@ import datetime as _dt
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from demo_core.settings import data_dir
 
-from demo_core.settings import data_dir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def require_data() -> Path:
@@ -99,28 +97,3 @@ def keep_best_epochs(model, epochs: int, run_epoch, *, time_budget_s: float = 1e
             break
     model.set_weights(best)
     return history
-
-
-def group_split(keys: list[str], strata: list[str], fractions=(0.7, 0.15, 0.15), seed: int = 0):
-    """Assign each row to train/val/test so that rows sharing a key stay together.
-
-    Groups are shuffled within their stratum so every stratum (e.g. source x label)
-    is spread over the three splits.
-    """
-    rng = np.random.default_rng(seed)
-    group_stratum: dict[str, str] = {}
-    for k, s in zip(keys, strata):
-        group_stratum.setdefault(k, s)
-    by_stratum: dict[str, list[str]] = {}
-    for k, s in group_stratum.items():
-        by_stratum.setdefault(s, []).append(k)
-    assignment: dict[str, str] = {}
-    for s in sorted(by_stratum):
-        groups = sorted(by_stratum[s])
-        rng.shuffle(groups)
-        n = len(groups)
-        n_test = int(round(n * fractions[2]))
-        n_val = int(round(n * fractions[1]))
-        for i, g in enumerate(groups):
-            assignment[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return np.array([assignment[k] for k in keys])

@@ -1,12 +1,17 @@
 """Fine-tune the X-ray network (class head + opacity head) in backend-agnostic Keras 3.
 
+The network reads what the app gives it: the lung crop of the film at the common level of detail
+(``demo_core.xray.preprocess.member_input``), found by the lung-field network (``train_lungs.py``), so
+borders, markers, burnt-in text and each source's resolution never reach it. Augmentation jitters
+that window (as another export's framing moves it) and the crop's contrast, detail, blur, JPEG and noise.
+
 ``train_xray.py`` calls :func:`finetune` with TensorFlow on the CPU (14 epochs, about
 an hour on 2 cores).  The same recipe can run longer on a GPU machine that only has
 PyTorch; its weights then go back through ``train_xray.py --finetuned`` on the CPU
 machine, which fits the gate, exports the model, reads the test split once and refits
 the probe blend, so the card always comes from one place:
 
-    python training/finetune_xray.py --pack-out .devdata/xray_pack.npz      # train + val films, 288 px JPEG
+    python training/finetune_xray.py --pack-out .devdata/xray_pack.npz      # train + val films, lung windows
     KERAS_BACKEND=torch python training/finetune_xray.py --pack .devdata/xray_pack.npz --epochs 50 \
         --stop-after 31 --seed 1 --workers 6 --out /tmp/xr       # the shipped run: ~13 s an epoch on an H200
     python training/train_xray.py --finetuned /tmp/xr.weights.h5
@@ -21,7 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import time
 from pathlib import Path
 
@@ -29,36 +33,46 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from common import keep_best_epochs, require_data, seed_everything, softmax
-from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_manifest, read_gray
+from common import ROOT, keep_best_epochs, require_data, seed_everything, sha256, softmax
+from xray_common import (CLASS_WEIGHTS, build_model, classification_metrics, film_grays, load_lung_model,
+                         read_lungs)
 
-from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
+from demo_core.xray.model import LUNG_FILE
+from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, member_input
+from demo_core.xray.split import load_manifest
 
-PRELOAD = 288  # each film is decoded once at this size; augmented crops are cut from it
+PRELOAD = COMMON_DETAIL  # each film is kept at the common detail; its lung crop is cut from it
 STRIDE = 16
 GRID = INPUT_SIZE // STRIDE
 PACK_COLUMNS = ["file", "source", "label", "y", "det_valid", "split", "width", "height"]
+DEFAULT_LUNGS = ROOT / "weights" / "xray" / LUNG_FILE
 
-Films = dict[int, tuple[np.ndarray, list[list[float]]]]  # manifest index -> (288 px film, boxes at 288 px)
+Window = tuple[int, int, int, int]
+# manifest index -> (the film at the common detail, its opacity boxes there, its lung window there)
+Films = dict[int, tuple[np.ndarray, list[list[float]], Window]]
 
 
 # ----------------------------------------------------------------------------- films
 
-def preload_films(data: Path, df: pd.DataFrame) -> Films:
-    films = {}
-    for i, row in df.iterrows():
-        g = read_gray(data / "cxr" / row.file)
-        films[i] = (cv2.resize(g, (PRELOAD, PRELOAD), interpolation=cv2.INTER_AREA),
-                    [[b[0] * PRELOAD / row.width, b[1] * PRELOAD / row.height,
-                      b[2] * PRELOAD / row.width, b[3] * PRELOAD / row.height] for b in row.boxes])
-    return films
+def preload_films(data: Path, df: pd.DataFrame, lung_model) -> Films:
+    r = read_lungs(lung_model, film_grays(data, df))
+    s = PRELOAD
+    return {i: (common, [[b[0] * s / row.width, b[1] * s / row.height, b[2] * s / row.width, b[3] * s / row.height]
+                         for b in row.boxes], tuple(int(v) for v in window))
+            for (i, row), common, window in zip(df.iterrows(), r.commons, r.windows)}
+
+
+def member_inputs_of(films: Films, index) -> np.ndarray:
+    """The films as the app's fine-tuned member reads them."""
+    return np.stack([member_input(films[i][0], films[i][2]) for i in index])
 
 
 def write_pack(df: pd.DataFrame, films: Films, path: Path, quality: int = 92) -> None:
     """Training and validation films as JPEG bytes plus their manifest rows (the test split stays home)."""
     keep = df[df.split.isin(["train", "val"])]
     blobs = [cv2.imencode(".jpg", films[i][0], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for i in keep.index]
-    meta = keep[PACK_COLUMNS].assign(boxes=[json.dumps(films[i][1]) for i in keep.index])
+    meta = keep[PACK_COLUMNS].assign(boxes=[json.dumps(films[i][1]) for i in keep.index],
+                                     window=[json.dumps(films[i][2]) for i in keep.index])
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, jpeg=np.frombuffer(b"".join(blobs), np.uint8), ends=np.cumsum([len(b) for b in blobs]),
              meta=np.frombuffer(meta.to_csv(index=False).encode(), np.uint8))
@@ -68,8 +82,8 @@ def read_pack(path: Path) -> tuple[pd.DataFrame, Films]:
     z = np.load(path)
     df = pd.read_csv(io.BytesIO(z["meta"].tobytes()))
     starts = np.concatenate([[0], z["ends"][:-1]])
-    films = {i: (cv2.imdecode(z["jpeg"][s:e], cv2.IMREAD_GRAYSCALE), json.loads(b))
-             for i, s, e, b in zip(df.index, starts, z["ends"], df.boxes)}
+    films = {i: (cv2.imdecode(z["jpeg"][s:e], cv2.IMREAD_GRAYSCALE), json.loads(b), tuple(json.loads(w)))
+             for i, s, e, b, w in zip(df.index, starts, z["ends"], df.boxes, df.window)}
     return df, films
 
 
@@ -95,35 +109,44 @@ def heat_targets(boxes_224: list[list[float]]):
     return heat, size, size_mask
 
 
-def augment(img: np.ndarray, boxes: list, rng: np.random.Generator):
-    """Random crop + photometric jitter so the model learns lungs, not sources."""
-    H, W = img.shape
-    s, r = rng.uniform(0.7, 1.0), math.exp(rng.uniform(-0.15, 0.15))
-    cw, ch = min(W, int(W * math.sqrt(s * r))), min(H, int(H * math.sqrt(s / r)))
-    x0, y0 = rng.integers(0, W - cw + 1), rng.integers(0, H - ch + 1)
-    crop = img[y0:y0 + ch, x0:x0 + cw]
+def jittered_window(window: Window, rng: np.random.Generator, size: int = PRELOAD) -> Window:
+    """The lung window as another export's framing, or the lung network's error, would move it."""
+    x0, y0, x1, y1 = window
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2 + rng.uniform(-0.04, 0.04) * w, (y0 + y1) / 2 + rng.uniform(-0.04, 0.04) * h
+    w, h = w * rng.uniform(0.9, 1.1), h * rng.uniform(0.9, 1.1)
+    box = np.clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 0, size)
+    if box[2] - box[0] < 16 or box[3] - box[1] < 16:
+        return window
+    return int(box[0]), int(box[1]), int(np.ceil(box[2])), int(np.ceil(box[3]))
+
+
+def augment(common: np.ndarray, boxes: list, window: Window, rng: np.random.Generator):
+    """The member's input after a random export: the window moved, contrast, detail, blur, JPEG and noise
+    jittered. Returns the input and the opacity boxes in its 224 px frame."""
+    x0, y0, x1, y1 = jittered_window(window, rng)
+    cw, ch = x1 - x0, y1 - y0
     out_boxes = []
     for bx0, by0, bx1, by1 in boxes:
         nb = [max(bx0 - x0, 0), max(by0 - y0, 0), min(bx1 - x0, cw), min(by1 - y0, ch)]
-        if nb[2] - nb[0] > 4 and nb[3] - nb[1] > 4:
+        if nb[2] - nb[0] > 2 and nb[3] - nb[1] > 2:
             out_boxes.append([nb[0] * INPUT_SIZE / cw, nb[1] * INPUT_SIZE / ch,
                               nb[2] * INPUT_SIZE / cw, nb[3] * INPUT_SIZE / ch])
-    x = crop.astype(np.float32)
+    x = common.astype(np.float32)
     x = np.clip(x * rng.uniform(0.75, 1.3) + rng.uniform(-25, 25), 0, 255)
-    x = 255.0 * (x / 255.0) ** rng.uniform(0.7, 1.4)
-    x = x.astype(np.uint8)
+    x = (255.0 * (x / 255.0) ** rng.uniform(0.7, 1.4)).astype(np.uint8)
     if rng.random() < 0.25:
-        f = rng.uniform(0.3, 0.7)
-        small = cv2.resize(x, (max(16, int(cw * f)), max(16, int(ch * f))), interpolation=cv2.INTER_AREA)
-        x = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
+        f = rng.uniform(0.5, 0.9)
+        small = cv2.resize(x, (int(PRELOAD * f), int(PRELOAD * f)), interpolation=cv2.INTER_AREA)
+        x = cv2.resize(small, (PRELOAD, PRELOAD), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.2:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.0))
     if rng.random() < 0.3:
-        ok, enc = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+        ok, enc = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
         x = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
     if rng.random() < 0.15:
-        x = np.clip(x + rng.normal(0, rng.uniform(2, 8), x.shape), 0, 255).astype(np.uint8)
-    return to_model_input(x), out_boxes
+        x = np.clip(x + rng.normal(0, rng.uniform(1, 5), x.shape), 0, 255).astype(np.uint8)
+    return member_input(x, (x0, y0, x1, y1)), out_boxes
 
 
 # ----------------------------------------------------------------------------- losses
@@ -162,11 +185,12 @@ def size_loss(y_true, size_pred):
 
 def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int = 14, batch: int = 32,
              lr: float = 3e-4, seed: int = 0, workers: int = 1, stop_after: int | None = None,
-             time_budget_s: float = 1e9, log=print):
+             time_budget_s: float = 1e9, init: Path | None = None, log=print):
     """Return (model, history): ``train_xray.build_model`` trained on the train split, best validation epoch kept.
 
     ``x_val`` are the validation films as the model sees them (same order as ``df``'s val rows).
     The learning-rate schedule spans ``epochs``; ``stop_after`` (or the time budget) ends the run earlier.
+    ``init``: start from these weights (an earlier run's) instead of ImageNet's: a second learning-rate cycle.
     """
     import keras
     from keras import ops
@@ -206,6 +230,8 @@ def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int =
                                   "box_size": np.stack(sizes)}
 
     model = build_model(keras)
+    if init is not None:
+        model.load_weights(init)
     out = model.output
     trainer = keras.Model(model.input, {k: out[k] for k in ("class_logits", "heatmap", "box_size")})
     total = steps * epochs
@@ -259,6 +285,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="threads that augment batches")
     ap.add_argument("--stop-after", type=int, help="end after this many epochs (the schedule still spans --epochs)")
     ap.add_argument("--time-budget", type=float, default=1e9, help="seconds; stops after the epoch that passes it")
+    ap.add_argument("--init", type=Path, help="STEM.weights.h5 of an earlier run to start from (a second cycle)")
+    ap.add_argument("--lungs", type=Path, default=DEFAULT_LUNGS, help="the lung-field network whose windows it reads")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     seed_everything(args.seed)
@@ -267,7 +295,7 @@ def main() -> None:
     else:
         data = require_data()
         df = load_manifest(data, smoke=args.smoke)
-        films = preload_films(data, df)
+        films = preload_films(data, df, load_lung_model(args.lungs))
     if args.pack_out:
         write_pack(df, films, args.pack_out)
         print(f"wrote {args.pack_out} ({args.pack_out.stat().st_size / 1e6:.1f} MB)")
@@ -275,13 +303,13 @@ def main() -> None:
     if args.smoke:
         args.epochs, args.batch = 1, 8
     import keras
-    # Validation films as the app sees them, here from the 288 px copy (the CPU machine re-scores
-    # the chosen weights on the original files).
-    x_val = np.stack([to_model_input(films[i][0]) for i in df[df.split == "val"].index])
+    # Validation films as the app sees them (from the pack, a JPEG copy of the common-detail film; the CPU
+    # machine re-scores the chosen weights on the original files).
+    x_val = member_inputs_of(films, df[df.split == "val"].index)
     t0 = time.time()
     model, history = finetune(df, films, x_val, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
                               workers=args.workers, stop_after=args.stop_after, time_budget_s=args.time_budget,
-                              log=lambda m: print(m, flush=True))
+                              init=args.init, log=lambda m: print(m, flush=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     clean = build_model(keras)  # weights only, no optimizer state: small enough to come back from a GPU machine
     clean.set_weights(model.get_weights())
@@ -289,6 +317,9 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(
         {"backend": keras.backend.backend(), "device": compute_device(), "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
          "seed": args.seed, "epochs_run": len(history), "seconds": round(time.time() - t0),
+         "lungs_sha256": sha256(args.lungs) if args.lungs.is_file() else None,
+         "init": None if args.init is None else json.loads(args.init.with_name(
+             args.init.name.removesuffix(".weights.h5") + ".json").read_text()),
          "history": history}, indent=1) + "\n")
     print(f"wrote {args.out} in {time.time() - t0:.0f}s", flush=True)
 

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from demo_core.xray.preprocess import to_model_input
 
 
 def _is_test(key: str) -> bool:
@@ -64,7 +63,8 @@ def synthetic_image(kind: str, rng: np.random.Generator) -> np.ndarray:
 KINDS = ["document", "screen", "chart", "gradient", "noise", "solid"]
 
 
-def gate_negatives(data: Path, smoke: bool = False):
+def gate_negatives(data: Path, smoke: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """Images that are not chest films, as 8-bit grayscale: (training, test, a description for the card)."""
     cars = pd.read_csv(data / "cars" / "images.csv")
     if smoke:
         cars = cars.sample(24, random_state=0)
@@ -73,14 +73,14 @@ def gate_negatives(data: Path, smoke: bool = False):
         img = cv2.imread(str(data / "cars" / f), cv2.IMREAD_GRAYSCALE)
         if img is None:
             continue
-        (test if _is_test(f) else train).append(to_model_input(img))
+        (test if _is_test(f) else train).append(img)
     rng = np.random.default_rng(7)
     n_synth = 12 if smoke else 360
     for i in range(n_synth):
         kind = KINDS[i % len(KINDS)]
         img = cv2.cvtColor(synthetic_image(kind, rng), cv2.COLOR_RGB2GRAY)
-        (test if _is_test(f"{kind}{i}") else train).append(to_model_input(img))
+        (test if _is_test(f"{kind}{i}") else train).append(img)
     desc = (f"{len(cars)} photos from shared/data/cars (cars, interiors, parts, animals, people, scenes) and "
             f"{n_synth} generated documents, screenshots, charts, gradients, noise and solid images, all "
             "converted to grayscale (colour images are refused before the gate); split 70/30 by file-name hash")
-    return np.stack(train), np.stack(test), desc
+    return train, test, desc

@@ -17,6 +17,7 @@ import functools
 import json
 import pickle
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,12 +157,26 @@ def make_metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
             "make_top1_per_brand": {b: float((pred[truth == b] == b).mean()) for b in PHOTO_BRANDS if (truth == b).any()}}
 
 
-def train_photo(imgs: pd.DataFrame, rgb: list[np.ndarray], smoke: bool, tail_epochs: int = 12):
-    """``imgs, rgb``: the photos and their labels from ``photo_data.load_photos``."""
-    import keras
-    from keras import layers
-    from sklearn.linear_model import LogisticRegression
+@dataclass
+class PhotoSplits:
+    """The photos' frozen ImageNet features (plain and mirrored), labels and split masks."""
+    F: np.ndarray
+    Ff: np.ndarray
+    S: dict
+    y_car: np.ndarray
+    ym: np.ndarray  # make
 
+    @property
+    def make_train(self) -> np.ndarray:
+        return self.S["train"] & (self.y_car == 1)
+
+    def make_rows(self, split: str) -> np.ndarray:
+        """Make accuracy is measured on car photos of the listing brands."""
+        return self.S[split] & (self.y_car == 1) & np.isin(self.ym, PHOTO_BRANDS)
+
+
+def photo_features(keras, imgs: pd.DataFrame, rgb: list[np.ndarray]):
+    """(frozen backbone, the photos as it reads them, PhotoSplits)."""
     base = keras.applications.MobileNetV2(input_shape=(INPUT_SIZE, INPUT_SIZE, 3), include_top=False,
                                           pooling="avg", weights=str(backbone_weights()))
     X = np.stack([to_photo_input(im) for im in rgb])
@@ -170,53 +185,63 @@ def train_photo(imgs: pd.DataFrame, rgb: list[np.ndarray], smoke: bool, tail_epo
     Ff = base.predict(X[:, :, ::-1], batch_size=64, verbose=0)  # mirrored: a car is a car either way round
     print(f"photo features {time.time() - t0:.0f}s", flush=True)
     S = {s: (imgs.split == s).to_numpy() for s in ("train", "val", "test")}
-    y_car = imgs.is_car.to_numpy()
-    # Training sees both orientations; inference uses the plain photo.
-    Xtr = np.concatenate([F[S["train"]], Ff[S["train"]]])
-    car_clf = None
+    return base, X, PhotoSplits(F, Ff, S, imgs.is_car.to_numpy(), imgs.make.to_numpy())
+
+
+def fit_car_check(d: PhotoSplits):
+    """Car / not-car logistic head; C chosen on validation balanced accuracy. Training sees both orientations,
+    inference the plain photo."""
+    from sklearn.linear_model import LogisticRegression
+    Xtr = np.concatenate([d.F[d.S["train"]], d.Ff[d.S["train"]]])
     best = None
     for C in (0.05, 0.1, 0.3, 1.0):
-        clf = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(Xtr, np.tile(y_car[S["train"]], 2))
-        pv = clf.predict_proba(F[S["val"]])[:, 1]
-        bal = balanced_acc(y_car[S["val"]], pv >= 0.5)
+        clf = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(Xtr, np.tile(d.y_car[d.S["train"]], 2))
+        bal = balanced_acc(d.y_car[d.S["val"]], clf.predict_proba(d.F[d.S["val"]])[:, 1] >= 0.5)
         if best is None or bal > best:
             best, car_clf, car_C = bal, clf, C
-    car_mask = y_car == 1
-    classes = MAKE_CLASSES
-    ym = imgs.make.to_numpy()
-    mk_tr = S["train"] & car_mask
-    # make accuracy is measured on photos of the listing brands
-    va_make = S["val"] & car_mask & np.isin(ym, PHOTO_BRANDS)
-    te_make = S["test"] & car_mask & np.isin(ym, PHOTO_BRANDS)
+    return car_clf, car_C
 
-    def make_test_metrics(pred: np.ndarray) -> dict:
-        return make_metrics(pred, ym[te_make])
 
+def fit_make_probe(d: PhotoSplits):
+    """Make logistic head on car photos; C chosen on validation top-1."""
+    from sklearn.linear_model import LogisticRegression
+    mk_tr, va_make = d.make_train, d.make_rows("val")
     best = None
     for C in (0.1, 0.3, 1.0, 3.0):
         clf = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(
-            np.concatenate([F[mk_tr], Ff[mk_tr]]), np.tile(ym[mk_tr], 2))
-        acc = float((clf.predict(F[va_make]) == ym[va_make]).mean()) if va_make.any() else 0.0
+            np.concatenate([d.F[mk_tr], d.Ff[mk_tr]]), np.tile(d.ym[mk_tr], 2))
+        acc = float((clf.predict(d.F[va_make]) == d.ym[va_make]).mean()) if va_make.any() else 0.0
         if best is None or acc > best:
             best, make_clf, make_C = acc, clf, C
-    coef, intercept = linear_rows(make_clf)
-    present = [c for c in classes if c in make_clf.classes_]
-    order = [list(make_clf.classes_).index(c) for c in present]
-    # ---- test, read once
-    te = S["test"]
-    p_car = car_clf.predict_proba(F[te])[:, 1]
+    return make_clf, make_C
+
+
+def photo_test_read(d: PhotoSplits, car_clf, make_clf) -> tuple[dict, dict, np.ndarray]:
+    """The single test read of the probe heads, and the plain linear probe baseline; also the test car scores."""
+    from sklearn.linear_model import LogisticRegression
+    te, te_make, y_car, ym = d.S["test"], d.make_rows("test"), d.y_car, d.ym
+    p_car = car_clf.predict_proba(d.F[te])[:, 1]
     # baseline: the frozen features' plain linear probe without mirroring or tuning
-    probe = LogisticRegression(max_iter=5000).fit(F[S["train"]], y_car[S["train"]])
-    probe_m = LogisticRegression(max_iter=5000).fit(F[mk_tr], ym[mk_tr])
+    probe = LogisticRegression(max_iter=5000).fit(d.F[d.S["train"]], y_car[d.S["train"]])
+    probe_m = LogisticRegression(max_iter=5000).fit(d.F[d.make_train], ym[d.make_train])
     metrics = {"car_not_car_balanced_accuracy": balanced_acc(y_car[te], p_car >= 0.5),
                "not_car_refused": float((p_car[y_car[te] == 0] < 0.5).mean()),
                "car_accepted": float((p_car[y_car[te] == 1] >= 0.5).mean()),
                "n_test": int(te.sum()), "n_test_not_car": int((y_car[te] == 0).sum()),
-               **make_test_metrics(make_clf.predict(F[te_make])), "n_make_test": int(te_make.sum())}
-    baseline = {"linear_probe_car_balanced_accuracy": balanced_acc(y_car[te], probe.predict(F[te]) == 1),
-                "linear_probe_make_top1": float((probe_m.predict(F[te_make]) == ym[te_make]).mean()) if te_make.any() else None}
+               **make_metrics(make_clf.predict(d.F[te_make]), ym[te_make]), "n_make_test": int(te_make.sum())}
+    baseline = {"linear_probe_car_balanced_accuracy": balanced_acc(y_car[te], probe.predict(d.F[te]) == 1),
+                "linear_probe_make_top1": float((probe_m.predict(d.F[te_make]) == ym[te_make]).mean())
+                if te_make.any() else None}
     print("photo", metrics, baseline, flush=True)
+    return metrics, baseline, p_car
 
+
+def probe_photo_model(keras, base, car_clf, make_clf, X: np.ndarray, te: np.ndarray, p_car: np.ndarray):
+    """The frozen backbone with both logistic heads as one Keras model; (model, its make classes)."""
+    from keras import layers
+    coef, intercept = linear_rows(make_clf)
+    present = [c for c in MAKE_CLASSES if c in make_clf.classes_]
+    order = [list(make_clf.classes_).index(c) for c in present]
     inp = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="photo")
     feats = base(inp)
     is_car = layers.Dense(1, activation="sigmoid", name="is_car")
@@ -226,30 +251,54 @@ def train_photo(imgs: pd.DataFrame, rgb: list[np.ndarray], smoke: bool, tail_epo
     make.set_weights([coef[order].T, intercept[order]])
     check = model.predict(X[te][:8], verbose=0)
     assert np.allclose(check["is_car"][:, 0], p_car[:8], atol=1e-4)
-    design = "linear heads on frozen ImageNet features"
+    return model, present
 
+
+def tail_candidate(keras, rgb, X, d: PhotoSplits, car_clf, make_clf, p_car, tail_epochs: int, smoke: bool):
+    """Candidate 2: blocks 13-16 + Conv_1 fine-tuned for the make (CPU-sized, on cached trunk outputs of
+    augmented views); car / not-car keeps the frozen tail and the probe's head, so it is unchanged.
+    Returns (model, validation top-1 of the probe and of the candidate, the candidate's test predictions,
+    its history)."""
+    from keras import layers
+
+    from finetune_photo import finetune_tail
+    classes, ym, te, va_make, te_make = MAKE_CLASSES, d.ym, d.S["test"], d.make_rows("val"), d.make_rows("test")
+    make_idx = np.array([classes.index(m) if m in classes else -1 for m in ym])
+    trunk, tail_car, tail_make, make_dense, tail_history = finetune_tail(
+        rgb, make_idx, len(classes), d.S["train"], d.S["val"], epochs=tail_epochs, smoke=smoke,
+        log=lambda m: print(m, flush=True))
+    inp2 = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="photo")
+    t = trunk(inp2)
+    car_dense = layers.Dense(1, activation="sigmoid", name="is_car")
+    cand = keras.Model(inp2, {"is_car": car_dense(tail_car(t)), "make": make_dense(tail_make(t))}, name="car_photo")
+    car_dense.set_weights([car_clf.coef_.T.astype("float32"), car_clf.intercept_.astype("float32")])
+    probe_val = float((make_clf.predict(d.F[va_make]) == ym[va_make]).mean()) if va_make.any() else 0.0
+    cand_out = cand.predict(X, batch_size=64, verbose=0)
+    cand_val = float((np.array(classes)[cand_out["make"][va_make].argmax(1)] == ym[va_make]).mean()) \
+        if va_make.any() else 0.0
+    assert np.allclose(cand_out["is_car"][te, 0], p_car, atol=1e-3), "the car / not-car path must be the probe's"
+    print(f"photo validation make top-1: probe {probe_val:.3f} tail fine-tuned {cand_val:.3f}", flush=True)
+    te_pred = np.array(classes)[cand_out["make"][te_make].argmax(1)]
+    return cand, probe_val, cand_val, te_pred, tail_history
+
+
+def train_photo(imgs: pd.DataFrame, rgb: list[np.ndarray], smoke: bool, tail_epochs: int = 12):
+    """``imgs, rgb``: the photos and their labels from ``photo_data.load_photos``."""
+    import keras
+    base, X, d = photo_features(keras, imgs, rgb)
+    car_clf, car_C = fit_car_check(d)
+    make_clf, make_C = fit_make_probe(d)
+    metrics, baseline, p_car = photo_test_read(d, car_clf, make_clf)
+    model, present = probe_photo_model(keras, base, car_clf, make_clf, X, d.S["test"], p_car)
+    design = "linear heads on frozen ImageNet features"
     if tail_epochs:
-        # Candidate 2: blocks 13-16 + Conv_1 fine-tuned for the make (CPU-sized, on cached trunk outputs of
-        # augmented views); car / not-car keeps the frozen tail and the probe's head, so it is unchanged.
-        from finetune_photo import finetune_tail
-        make_idx = np.array([classes.index(m) if m in classes else -1 for m in ym])
-        trunk, tail_car, tail_make, make_dense, tail_history = finetune_tail(
-            rgb, make_idx, len(classes), S["train"], S["val"], epochs=tail_epochs, smoke=smoke,
-            log=lambda m: print(m, flush=True))
-        inp2 = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="photo")
-        t = trunk(inp2)
-        car_dense = layers.Dense(1, activation="sigmoid", name="is_car")
-        cand = keras.Model(inp2, {"is_car": car_dense(tail_car(t)), "make": make_dense(tail_make(t))}, name="car_photo")
-        car_dense.set_weights([car_clf.coef_.T.astype("float32"), car_clf.intercept_.astype("float32")])
-        probe_val = float((make_clf.predict(F[va_make]) == ym[va_make]).mean()) if va_make.any() else 0.0
-        cand_out = cand.predict(X, batch_size=64, verbose=0)
-        cand_val = float((np.array(classes)[cand_out["make"][va_make].argmax(1)] == ym[va_make]).mean()) if va_make.any() else 0.0
-        assert np.allclose(cand_out["is_car"][te, 0], p_car, atol=1e-3), "the car / not-car path must be the probe's"
-        print(f"photo validation make top-1: probe {probe_val:.3f} tail fine-tuned {cand_val:.3f}", flush=True)
-        te_pred = np.array(classes)[cand_out["make"][te_make].argmax(1)]
+        cand, probe_val, cand_val, te_pred, tail_history = tail_candidate(keras, rgb, X, d, car_clf, make_clf, p_car,
+                                                                           tail_epochs, smoke)
+        te_make = d.make_rows("test")
         metrics["candidates"] = {
             "frozen_probe": {"val_make_top1": probe_val, "make_top1_listing_brands": metrics["make_top1_listing_brands"]},
-            "tail_fine_tuned": {"val_make_top1": cand_val, "make_top1_listing_brands": float((te_pred == ym[te_make]).mean()),
+            "tail_fine_tuned": {"val_make_top1": cand_val,
+                                "make_top1_listing_brands": float((te_pred == d.ym[te_make]).mean()),
                                 "history": tail_history},
             "full_fine_tune_gpu_trial": "training/finetune_photo.py on an H200 (KERAS_BACKEND=torch): validation make "
                                         "top-1 0.82 after 38 epochs at 224 px (0.77 at 288 px), car / not-car 0.97; "
@@ -257,8 +306,8 @@ def train_photo(imgs: pd.DataFrame, rgb: list[np.ndarray], smoke: bool, tail_epo
         if cand_val > probe_val:
             design = (f"frozen ImageNet MobileNetV2 trunk; car / not-car: frozen tail + logistic head; make: blocks 13-16 "
                       f"+ Conv_1 fine-tuned ({tail_epochs} epochs on cached augmented views)")
-            model, present = cand, classes
-            metrics.update(make_test_metrics(te_pred))
+            model, present = cand, MAKE_CLASSES
+            metrics.update(make_metrics(te_pred, d.ym[te_make]))
     metrics["design"] = design
     counts = imgs.groupby(["split", "make"]).size().unstack(fill_value=0).to_dict(orient="index")
     return model, present, metrics, baseline, {"car_C": car_C, "make_C": make_C}, counts

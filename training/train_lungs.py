@@ -24,7 +24,7 @@ from common import ROOT, require_data, seed_everything, write_card
 
 from demo_core.xray.model import LUNG_FILE
 from demo_core.xray.preprocess import LUNG_NET_SIZE, common_detail, lung_net_input
-from xray_common import load_manifest
+from demo_core.xray.split import load_manifest
 
 # ----------------------------------------------------------------------------- data
 
@@ -137,18 +137,24 @@ def robustness_of_fields(model, grays: list[np.ndarray], seed: int = 1) -> dict:
     return {"border_crop_6pct_iou": float(box_iou(a, b_in_original).mean())}
 
 
-def add_lung_field(folder: Path, df: pd.DataFrame, data: Path, *, epochs: int = 30, smoke: bool = False) -> dict:
-    """Train, measure and save ``folder/lungs.keras``; its figures go into the card as ``lung_field``."""
+def add_lung_field(folder: Path, df: pd.DataFrame, data: Path, *, epochs: int = 30, smoke: bool = False,
+                   model=None):
+    """Train (unless ``model`` is given), measure and save ``folder/lungs.keras``; its figures go into the card
+    as ``lung_field``. Returns the network."""
     import keras
     parts = {s: films_with_fields(data, df[df.split == s]) for s in ("train", "val", "test")}
-    model = train(keras, *parts["train"], parts["val"], 2 if smoke else epochs)
+    trained = model is None
+    if trained:
+        model = train(keras, *parts["train"], parts["val"], 2 if smoke else epochs)
     report = {s: field_report(model, *parts[s]) for s in ("val", "test")}
     report.update(robustness_of_fields(model, parts["val"][0]))
     print(json.dumps(report), flush=True)
     folder.mkdir(parents=True, exist_ok=True)
-    plain = keras.models.clone_model(model)  # without the optimizer's state: a third of the file
-    plain.set_weights(model.get_weights())
-    plain.save(folder / LUNG_FILE)
+    if trained:  # a given network is already in the folder, byte for byte (its sha256 is on record elsewhere)
+        plain = keras.models.clone_model(model)  # without the optimizer's state: a third of the file
+        plain.set_weights(model.get_weights())
+        plain.save(folder / LUNG_FILE)
+        model = plain
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     card["lung_field"] = {"architecture": "5 conv blocks (16-128 filters) + dense, 96 px equalised input, "
@@ -157,7 +163,7 @@ def add_lung_field(folder: Path, df: pd.DataFrame, data: Path, *, epochs: int = 
                                         "COVID-QU-Ex lung masks), reframed, mirrored, gamma and JPEG jitter",
                           "n_train": len(parts["train"][1]), **report}
     write_card(folder, card)
-    return card["lung_field"]
+    return model
 
 
 def main() -> None:

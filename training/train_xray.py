@@ -5,8 +5,11 @@ CenterNet-style opacity head, then fit the "is this a chest X-ray?" gate.
     python training/train_xray.py --smoke    # a few steps on a few images, for tests
     python training/train_xray.py --finetuned STEM.weights.h5   # weights from finetune_xray.py (e.g. a GPU run)
 
-Writes weights/xray/{model.keras, lungs.keras, probe.keras, familiarity.npz, card.json} (the lung field:
-train_lungs.py; the probe member: xray_probe.py).  Splits are patient-wise where the
+Writes weights/xray/{model,probe,lungs}.{keras,tflite}, heads.npz, familiarity.npz and card.json. Stages:
+the lung field first (train_lungs.py), since the network reads only the lung crop it finds; then the
+fine-tuned member and its gate; then the probe member and the blend (xray_probe.py); last, the LiteRT
+copies the app serves (export_xray_litert.py). With ``--finetuned``, the lung
+network that run read is kept (its sha256 is in the run's log). Splits are patient-wise where the
 manifest has patient ids; the test split is only read once, at the very end.
 """
 
@@ -20,14 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import ROOT, backbone_weights, require_data, seed_everything, softmax, write_card
-
-from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
-from demo_core.xray import labels as L
-from finetune_xray import GRID, STRIDE, finetune, preload_films
+from common import ROOT, backbone_weights, require_data, seed_everything, sha256, softmax, write_card
+from export_xray_litert import export_served
+from finetune_xray import DEFAULT_LUNGS, GRID, STRIDE, finetune, member_inputs_of, preload_films
 from train_lungs import add_lung_field
-from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_manifest, model_inputs
-from xray_probe import add_probe_member
+from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_lung_model, read_lungs
+from xray_probe import REUSE, add_probe_member
+
+from demo_core.xray import labels as L
+from demo_core.xray.model import LUNG_FILE
+from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, to_model_input
+from demo_core.xray.split import load_manifest
 
 
 # ----------------------------------------------------------------------------- model
@@ -92,12 +98,13 @@ def average_precision(preds_per_image, gts_per_image, thr=0.5) -> float:
 
 # ----------------------------------------------------------------------------- main
 
-def film_inputs(data: Path, df: pd.DataFrame) -> dict:
-    """The films once: 288 px copies for training and the gate, the validation and test films as the app reads them."""
+def film_inputs(data: Path, df: pd.DataFrame, lung_model) -> dict:
+    """The films once, at the common detail with their lung windows (for training and the gate), and the
+    validation and test films as the app's fine-tuned member reads them."""
     t0 = time.time()
-    films = {"pre": preload_films(data, df), "tr": df[df.split == "train"], "va": df[df.split == "val"],
+    films = {"pre": preload_films(data, df, lung_model), "tr": df[df.split == "train"], "va": df[df.split == "val"],
              "te": df[df.split == "test"]}
-    films["xva"], films["xte"] = model_inputs(data, films["va"]), model_inputs(data, films["te"])
+    films["xva"], films["xte"] = (member_inputs_of(films["pre"], films[k].index) for k in ("va", "te"))
     print(f"loaded in {time.time() - t0:.0f}s", flush=True)
     return films
 
@@ -107,12 +114,15 @@ def fine_tuned_member(keras, args, df: pd.DataFrame, films: dict):
     if args.finetuned:  # e.g. on a GPU machine
         model = build_model(keras)
         model.load_weights(args.finetuned)
-        run_log = json.loads(args.finetuned.with_name(args.finetuned.name.removesuffix(".weights.h5") + ".json")
-                             .read_text())
+        run_log = run_log_of(args.finetuned)
         history, args.epochs, args.batch, args.lr = run_log["history"], run_log["epochs"], run_log["batch"], run_log["lr"]
         trained_on = f"{run_log['backend']} backend on {run_log.get('device', 'an unrecorded device')}, " \
                      f"{run_log['epochs_run']} of {run_log['epochs']} epochs " \
                      f"(finetune_xray.py, seed {run_log['seed']})"
+        if run_log.get("init"):
+            first = run_log["init"]
+            trained_on += f", started from a first cycle of {first['epochs_run']} epochs (seed {first['seed']})"
+            history = [{**h, "cycle": 1} for h in first["history"]] + [{**h, "cycle": 2} for h in history]
         return model, history, trained_on
     model, history = finetune(df, films["pre"], films["xva"], epochs=args.epochs, batch=args.batch, lr=args.lr,
                               log=lambda m: print(m, flush=True))
@@ -131,17 +141,22 @@ def predictor(keras, model):
     return predict
 
 
-def boxes_at_input_size(part: pd.DataFrame) -> list:
-    """Each film's opacity boxes in the model's 224 px input frame."""
-    return [[[c * INPUT_SIZE / w if k % 2 == 0 else c * INPUT_SIZE / h for k, c in enumerate(b)] for b in bx]
-            for bx, w, h in zip(part.boxes, part.width, part.height)]
+def boxes_in_film(heat: np.ndarray, size: np.ndarray, window: tuple, width: int, height: int) -> list:
+    """The boxes the member found in its lung crop, in the film's pixels (as the app draws them)."""
+    sx, sy = width / COMMON_DETAIL, height / COMMON_DETAIL
+    x0, y0, x1, y1 = window[0] * sx, window[1] * sy, window[2] * sx, window[3] * sy
+    scale_x, scale_y = (x1 - x0) / INPUT_SIZE, (y1 - y0) / INPUT_SIZE
+    return [([b[0] * scale_x + x0, b[1] * scale_y + y0, b[2] * scale_x + x0, b[3] * scale_y + y0], score)
+            for b, score in decode(heat, size)]
 
 
-def opacity_ap(out: dict, part: pd.DataFrame) -> tuple[float, int]:
-    """AP@0.5 of the decoded boxes on the films whose opacities were drawn (or are true negatives)."""
+def opacity_ap(out: dict, part: pd.DataFrame, pre: dict) -> tuple[float, int]:
+    """AP@0.5 of the decoded boxes, in film pixels, on the films whose opacities were drawn (or are true
+    negatives)."""
     mask = part.det_valid.to_numpy()
-    preds = [decode(out["h"][i, ..., 0], out["s"][i]) for i in range(len(part)) if mask[i]]
-    return average_precision(preds, [g for g, m_ in zip(boxes_at_input_size(part), mask) if m_]), int(mask.sum())
+    preds = [boxes_in_film(out["h"][k, ..., 0], out["s"][k], pre[i][2], row.width, row.height)
+             for k, (i, row) in enumerate(part.iterrows()) if mask[k]]
+    return average_precision(preds, [b for b, m_ in zip(part.boxes, mask) if m_]), int(mask.sum())
 
 
 def test_read(predict, films: dict, gate_w: np.ndarray, gate_b: float, gate_report: dict) -> dict:
@@ -149,7 +164,7 @@ def test_read(predict, films: dict, gate_w: np.ndarray, gate_b: float, gate_repo
     te = films["te"]
     o = predict(films["xte"])
     test_metrics = classification_metrics(te.y.to_numpy(), o["p"], te.source.to_numpy())
-    test_metrics["opacity_ap50"], test_metrics["opacity_eval_images"] = opacity_ap(o, te)
+    test_metrics["opacity_ap50"], test_metrics["opacity_eval_images"] = opacity_ap(o, te, films["pre"])
     gate_scores_xray = 1 / (1 + np.exp(-(o["f"] @ gate_w + gate_b)))
     gate_report["test_chest_xrays_accepted"] = float((gate_scores_xray >= 0.5).mean())
     print(json.dumps(test_metrics, indent=1), flush=True)
@@ -161,13 +176,16 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
     return {
         "name": "Chest X-ray: SIIM study class, opacity boxes, chest X-ray gate",
         "task": "xray", "version": "1.0.0" if not args.smoke else "smoke",
-        "architecture": "MobileNetV2 (ImageNet, fine-tuned, BatchNorm frozen) at 224x224; softmax head on pooled "
+        "architecture": "MobileNetV2 (ImageNet, fine-tuned, BatchNorm frozen) reading the lung crop at 224x224; "
+                        "softmax head on pooled "
                         "7x7 features; CenterNet-style opacity head (14x14 heat map + box size) on a 2-level "
                         "feature pyramid; logistic-regression gate on pooled features; attention = class "
                         "activation map (equal to Grad-CAM for a GAP + linear head).",
         "labels": L.CLASSES,
         "input": {"size": [INPUT_SIZE, INPUT_SIZE], "channels": "grayscale replicated to 3",
-                  "resize": "whole image squashed to a square (cv2 INTER_AREA)", "scaling": "x / 127.5 - 1",
+                  "resize": f"whole film squashed to {COMMON_DETAIL} px (the common detail), cropped to the "
+                            "lung field that lungs.keras finds (6 % margin), histogram-equalised, resized to 224 px",
+                  "scaling": "x / 127.5 - 1",
                   "formats": "PNG, JPEG, WebP, BMP, TIFF, DICOM (windowed, MONOCHROME1 inverted)"},
         "decoding": {"stride": STRIDE, "grid": GRID, "peak": "3x3 local maximum", "top_k": 10,
                      "default_score_threshold": 0.3, "gate_threshold": 0.5},
@@ -176,8 +194,9 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
                           "split": "70/15/15 by patient id where the source has one (otherwise by image), "
                                    "stratified by source x label, seed 0",
                           "counts": {s: df[df.split == s].label.value_counts().to_dict() for s in ("train", "val", "test")},
-                          "augmentation": "random crop 70-100 % area, contrast/brightness/gamma, down-up resampling, "
-                                          "blur, JPEG quality 25-90, noise; full-resolution sources sampled 2x",
+                          "augmentation": "lung window moved (4 % shift, 90-110 % size), contrast/brightness/gamma, "
+                                          "down-up resampling, blur, JPEG quality 30-90, noise, all at the common "
+                                          "detail; full-resolution sources sampled 2x",
                           "class_weights": dict(zip(L.CLASSES, CLASS_WEIGHTS.tolist())),
                           "gate_negatives": gate_report.pop("negatives_description")},
         "training": {"epochs": args.epochs, "batch": args.batch, "optimizer": "AdamW, cosine, warm-up",
@@ -190,7 +209,8 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
         "limitations": [
             "Labels are mapped from source diagnoses (COVID-19 -> typical, bacterial -> atypical, ...), not read by "
             "radiologists; 'indeterminate' has only 39 images in the whole set.",
-            "Opacity boxes were learned only from COVID-QU-Ex infection masks (256 px films).",
+            "Opacity boxes were learned only from COVID-QU-Ex infection masks (256 px films), and are found "
+            "only inside the lung crop.",
             "Sources differ in style and class mix: accuracy per source is reported and differs widely.",
             "The gate has seen no other body parts or modalities (CT, MRI); it was trained against photos, "
             "documents and synthetic images only.",
@@ -207,9 +227,14 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--smoke", action="store_true", help="tiny run for tests; writes to --out")
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
+    ap.add_argument("--reuse-features", action="store_true", help="the probe's features from the last full run's "
+                    "cache (.devdata/probe_features: they depend on the films and the lung network only)")
+    ap.add_argument("--lungs", type=Path, help="with --finetuned: the lung network that run read (default: the "
+                    "shipped one)")
     ap.add_argument("--finetuned", type=Path, help="STEM.weights.h5 from finetune_xray.py (with STEM.json): skip "
                     "training, fit the gate, export and evaluate those weights")
     args = ap.parse_args()
+    REUSE["on"], REUSE["write"] = args.reuse_features and not args.smoke, not args.smoke
     seed_everything(0)
     import keras
     from gate_data import gate_negatives  # training-only helper
@@ -219,42 +244,93 @@ def main() -> None:
     if args.smoke:
         args.epochs, args.batch = 1, 8
     print(df.groupby(["split", "label"]).size().unstack(fill_value=0), flush=True)
-    films = film_inputs(data, df)
+    previous = None if args.smoke or not (args.out / "card.json").is_file() else \
+        json.loads((args.out / "card.json").read_text())
+    lung_model = lung_field_stage(args, df, data)
+    films = film_inputs(data, df, lung_model)
     model, history, trained_on = fine_tuned_member(keras, args, df, films)
     predict = predictor(keras, model)
     # Detection threshold and gate are chosen on validation only.
-    val_ap, _ = opacity_ap(predict(films["xva"]), films["va"])
+    val_ap, _ = opacity_ap(predict(films["xva"]), films["va"], films["pre"])
     gate_w, gate_b, gate_report = fit_gate(keras, model, predict, films["xva"], films["pre"], films["tr"], data,
-                                           args.smoke, gate_negatives)
+                                           args.smoke, gate_negatives, lung_model)
     test_metrics = test_read(predict, films, gate_w, gate_b, gate_report)
     # Baselines on the same test split: majority class and the frozen ImageNet linear probe.
     baselines = {"always_typical_accuracy": float((films["te"].y == L.CLASSES.index("typical")).mean())}
     if not args.smoke:
-        baselines["imagenet_linear_probe"] = linear_probe_baseline(keras, films["xte"], films["te"], films["tr"],
-                                                                   films["pre"], films["xva"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    final = export_model(keras, model, gate_w, gate_b)
-    for f in args.out.glob("*"):
-        f.unlink()
-    final.save(args.out / "model.keras")
-    write_card(args.out, build_card(args, df, trained_on, history, val_ap, test_metrics, gate_report, baselines))
-    # The class probabilities ship as a blend with a frozen-ImageNet probe that reads the lung field.
-    add_lung_field(args.out, df, data, smoke=args.smoke)
+        baselines["imagenet_linear_probe_whole_film"] = linear_probe_baseline(keras, films["te"], films["tr"],
+                                                                              films["pre"])
+    export_model(keras, model, gate_w, gate_b).save(args.out / "model.keras")
+    card = build_card(args, df, trained_on, history, val_ap, test_metrics, gate_report, baselines)
+    card["lung_field"] = json.loads((args.out / "card.json").read_text())["lung_field"]
+    card["metrics"].update(carried_history(previous))
+    write_card(args.out, card)
+    # The class probabilities ship as a blend with a frozen-ImageNet probe that reads the same lung crop.
     add_probe_member(args.out, df, data, smoke=args.smoke)
+    export_served(args.out)  # what the app reads: LiteRT copies, checked against these Keras files
     print("wrote", args.out, flush=True)
 
 
-def fit_gate(keras, model, predict, xva, pre, tr, data, smoke, gate_negatives):
-    """Logistic regression on pooled features: chest X-rays vs photos, documents, screens."""
+def carried_history(previous: dict | None) -> dict:
+    """What the card being replaced knew that a new card must keep: every earlier test read, its own among them
+    (with its robustness), and the robustness of the design shipped before the robustness work began."""
+    if not previous or "ensemble" not in previous:
+        return {}
+    m, e = previous["metrics"], previous["ensemble"]
+    reads = list(m.get("earlier_test_reads", []))
+    rob = m.get("robustness", {})
+    reads.append({
+        "design": f"lung probe ({e['probe_input_size']} px, {e['probe_features']}) blended with the whole-film "
+                  f"fine-tuned member at weight {e['finetuned_weight']:g}",
+        "accuracy": m["test"]["accuracy"], "macro_auc": m["test"]["macro_auc"],
+        "ieee8023_accuracy": m["test"]["accuracy_per_source"].get("ieee8023", {}).get("accuracy"),
+        "ece": m["test"].get("ece"), "opacity_ap50": m["test"].get("opacity_ap50"),
+        "min_agreement": min((r["agreement"] for r in rob.get("transforms", [])), default=None),
+        "max_mean_tv": max((r["mean_tv"] for r in rob.get("transforms", [])), default=None),
+        "attention_in_lungs": rob.get("attention_in_lungs", {}).get("mean_share_inside_lung_boxes"),
+        "note": "shipped until the lung-crop fine-tuned member replaced it"})
+    earlier = dict(m.get("robustness_earlier", {}))
+    first = next((r for r in reads if r["design"].startswith("whole-film probe")), None)
+    if earlier and first and "accuracy" not in earlier:  # the figures the robustness work is measured against
+        earlier.update(accuracy=first["accuracy"], macro_auc=first["macro_auc"])
+    return {"earlier_test_reads": reads, "robustness_earlier": earlier,
+            "robustness_previous": {**rob, "design": reads[-1]["design"]}}
+
+
+def lung_field_stage(args, df: pd.DataFrame, data: Path):
+    """Empty ``args.out`` and put the lung network in it: the one the ``--finetuned`` run read (checked by its
+    sha256), or one trained now. Its figures go into the card either way."""
+    kept = None
+    if args.finetuned:
+        lungs = args.lungs or DEFAULT_LUNGS
+        wanted = run_log_of(args.finetuned).get("lungs_sha256")
+        if wanted != sha256(lungs):
+            raise SystemExit(f"{lungs} is not the lung network the fine-tuning run read (sha256 {wanted})")
+        kept = lungs.read_bytes()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for f in args.out.glob("*"):
+        f.unlink()
+    if kept is None:
+        return add_lung_field(args.out, df, data, smoke=args.smoke)
+    (args.out / LUNG_FILE).write_bytes(kept)
+    return add_lung_field(args.out, df, data, smoke=args.smoke, model=load_lung_model(args.out / LUNG_FILE))
+
+
+def run_log_of(weights: Path) -> dict:
+    return json.loads(weights.with_name(weights.name.removesuffix(".weights.h5") + ".json").read_text())
+
+
+def fit_gate(keras, model, predict, xva, pre, tr, data, smoke, gate_negatives, lung_model):
+    """Logistic regression on pooled features of the lung crop: chest X-rays vs photos, documents, screens
+    (whose "lung crop" is wherever the lung network puts it, as in the app)."""
     from sklearn.linear_model import LogisticRegression
     neg_tr, neg_te, desc = gate_negatives(data, smoke=smoke)
     pos_idx = tr.index.to_numpy()
     if smoke:
         pos_idx = pos_idx[:16]
-    pos = np.stack([to_model_input(pre[i][0]) for i in pos_idx])
-    f_pos = predict(pos)["f"]
-    f_neg_tr = predict(neg_tr)["f"]
-    f_neg_te = predict(neg_te)["f"]
+    f_pos = predict(member_inputs_of(pre, pos_idx))["f"]
+    f_neg_tr = predict(read_lungs(lung_model, neg_tr).member_inputs())["f"]
+    f_neg_te = predict(read_lungs(lung_model, neg_te).member_inputs())["f"]
     f_val = predict(xva)["f"]
     X = np.concatenate([f_pos, f_neg_tr])
     y = np.concatenate([np.ones(len(f_pos)), np.zeros(len(f_neg_tr))])
@@ -269,13 +345,14 @@ def fit_gate(keras, model, predict, xva, pre, tr, data, smoke, gate_negatives):
     return w, b, report
 
 
-def linear_probe_baseline(keras, xte, te, tr, pre, xva):
+def linear_probe_baseline(keras, te, tr, pre):
     from sklearn.linear_model import LogisticRegression
     base = keras.applications.MobileNetV2(input_shape=(INPUT_SIZE, INPUT_SIZE, 3), include_top=False,
                                           pooling="avg", weights=str(backbone_weights()))
+    # the whole film at 224 px, as the first version of the app read it
     xtr = np.stack([to_model_input(pre[i][0]) for i in tr.index])
     ftr = base.predict(xtr, batch_size=64, verbose=0)
-    fte = base.predict(xte, batch_size=64, verbose=0)
+    fte = base.predict(np.stack([to_model_input(pre[i][0]) for i in te.index]), batch_size=64, verbose=0)
     clf = LogisticRegression(C=0.5, max_iter=3000).fit(ftr, tr.y)
     return classification_metrics(te.y.to_numpy(), clf.predict_proba(fte), te.source.to_numpy())
 

@@ -1,42 +1,23 @@
-"""The X-ray pieces every X-ray training script shares: the manifest and its split, film reading, the
-network's layout, the class weights and the classification metrics. Importing nothing from the scripts,
-it keeps them free of import cycles."""
+"""The X-ray pieces every X-ray training script shares: film reading, the lung readings, the network's
+layout, the class weights and the classification metrics (the manifest and its split are
+``demo_core.xray.split``'s, shared with the benchmarks). Importing nothing from the scripts, it keeps
+them free of import cycles."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from common import backbone_weights, group_split
+from common import backbone_weights
 
 from demo_core.xray import labels as L
-from demo_core.xray.preprocess import INPUT_SIZE, to_model_input
+from demo_core.xray.preprocess import INPUT_SIZE, common_detail, crop_window, lung_net_input, member_input
 
 CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0, 1.0], np.float32)  # indeterminate has ~40 images
-
-
-def source_of(file: str) -> str:
-    return Path(file).name.split("_", 1)[0]
-
-
-def load_manifest(data: Path, smoke: bool = False) -> pd.DataFrame:
-    """The manifest with source, class index, detection mask and split; ``smoke``: 24 films per split."""
-    df = pd.read_csv(data / "cxr" / "manifest.csv")
-    df["source"] = df["file"].map(source_of)
-    df["y"] = df["label"].map(L.CLASSES.index)
-    df["boxes"] = df["boxes"].map(json.loads)
-    # Where detection supervision exists: the masked COVID-QU-Ex films (boxes from expert
-    # masks), TBX11K's boxes, and true negatives.  Other films' opacities were never drawn.
-    df["det_valid"] = (df["boxes"].map(len) > 0) | (df["label"] == "negative")
-    keys = [p if isinstance(p, str) and p else f"img:{f}" for p, f in zip(df["patient_id"].fillna(""), df["file"])]
-    df["split"] = group_split(keys, (df["source"] + "/" + df["label"]).tolist(), seed=0)
-    if smoke:
-        df = pd.concat([g.sample(min(len(g), 24), random_state=0) for _, g in df.groupby("split")])
-    return df
 
 
 def read_gray(path: Path) -> np.ndarray:
@@ -51,9 +32,32 @@ def film_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
     return [read_gray(data / "cxr" / f) for f in part.file]
 
 
-def model_inputs(data: Path, part: pd.DataFrame) -> np.ndarray:
-    """The films of ``part`` as the app feeds them to the model (full file, squashed to 224 px)."""
-    return np.stack([to_model_input(g) for g in film_grays(data, part)])
+@dataclass
+class Readings:
+    """Films read the app's way: the common-detail film and the lung window, per film."""
+    commons: list[np.ndarray]
+    windows: list[tuple[int, int, int, int]]
+
+    def member_inputs(self) -> np.ndarray:
+        """What the fine-tuned member reads, film by film."""
+        return np.stack([member_input(c, w) for c, w in zip(self.commons, self.windows)])
+
+
+def read_lungs(lung_model, grays: list[np.ndarray]) -> Readings:
+    commons = [common_detail(g) for g in grays]
+    fields = np.concatenate([np.asarray(lung_model(np.stack([lung_net_input(c) for c in commons[i:i + 256]]),
+                                                   training=False)) for i in range(0, len(commons), 256)])
+    return Readings(commons, [crop_window(f) for f in fields])
+
+
+def load_lung_model(path: Path):
+    import keras
+    return keras.models.load_model(path, compile=False)
+
+
+def model_inputs(lung_model, data: Path, part: pd.DataFrame) -> np.ndarray:
+    """The films of ``part`` as the app feeds them to the fine-tuned member (its lung crop)."""
+    return read_lungs(lung_model, film_grays(data, part)).member_inputs()
 
 
 def build_model(keras):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, backbone_weights, linear_rows, require_data, seed_everything, softmax, write_card
-from xray_common import CLASS_WEIGHTS, classification_metrics, film_grays, load_manifest
+from xray_common import CLASS_WEIGHTS, Readings, classification_metrics, film_grays, read_lungs
 
 from demo_core.bn_folding import fold_batch_norms
 from demo_core.stats import expected_calibration_error, fit_temperature, wilson_interval
@@ -40,9 +39,9 @@ from demo_core.stats import tempered as calibrated
 from demo_core.xray import labels as L
 from demo_core.xray.familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from demo_core.xray.model import LUNG_FILE, PROBE_FILE
-from demo_core.xray.preprocess import (common_detail, crop_window, lung_net_input, probe_input,
-                                       to_model_input)
+from demo_core.xray.preprocess import probe_input
 from demo_core.xray.robustness import MAX_MEAN_TV, MIN_AGREEMENT, TRANSFORMS, stability
+from demo_core.xray.split import load_manifest
 
 LAST = "out_relu"
 DESIGNS = {
@@ -59,6 +58,7 @@ W_GRID = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))  # weight of the 
 EXPORTS_PER_FILM = 1  # a random export of each training film, beside the film itself
 ROBUSTNESS_FILMS = 200  # validation films whose transformed copies the selection rule reads (all 433 cost 2x)
 MIN_SOURCE_FILMS = 30  # sources held out in turn
+MAX_FAMILIAR_FLAGGED = 0.2  # the unfamiliar-film caution may fire on at most this share of familiar films
 
 
 # ----------------------------------------------------------------------------- stage: films and exports
@@ -83,20 +83,6 @@ def random_export(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def robustness_subset(n_val: int) -> np.ndarray:
     """The validation films whose transformed copies are read (the same ones for every setting)."""
     return np.sort(np.random.default_rng(0).permutation(n_val)[:ROBUSTNESS_FILMS])
-
-
-@dataclass
-class Readings:
-    """Films read the probe's way: the common-detail film and the lung window, per film."""
-    commons: list[np.ndarray]
-    windows: list[tuple[int, int, int, int]]
-
-
-def read_lungs(lung_model, grays: list[np.ndarray]) -> Readings:
-    commons = [common_detail(g) for g in grays]
-    fields = np.concatenate([np.asarray(lung_model(np.stack([lung_net_input(c) for c in commons[i:i + 256]]),
-                                                   training=False)) for i in range(0, len(commons), 256)])
-    return Readings(commons, [crop_window(f) for f in fields])
 
 
 def readings_of(lung_model, films: dict[str, list[np.ndarray]], df: dict[str, pd.DataFrame],
@@ -292,7 +278,8 @@ def originals(x_train: np.ndarray, n_films: int) -> np.ndarray:
 def familiarity_threshold(x_tr, src_tr, x_va, src_va, x_all, src_all, smoke: bool) -> tuple[float, dict]:
     """Hold each large source out: fit the index without it, score its films (unfamiliar) and the other
     sources' validation films (familiar); the threshold maximises the mean over held-out sources of
-    (share of its films flagged - share of familiar films flagged)."""
+    (share of its films flagged - share of familiar films flagged), among the thresholds that flag at most
+    ``MAX_FAMILIAR_FLAGGED`` of the familiar films: a caution shown on every third ordinary film means nothing."""
     folds = {}
     for s in held_out_sources(src_all):
         keep_tr, keep_va = src_tr != s, src_va != s
@@ -303,8 +290,11 @@ def familiarity_threshold(x_tr, src_tr, x_va, src_va, x_all, src_all, smoke: boo
     if not folds:
         return (2.0 if smoke else np.inf), {}
     candidates = np.linspace(1.0, 4.0, 61)
-    gain = [np.mean([(u > t).mean() - (f > t).mean() for u, f in folds.values()]) for t in candidates]
-    t = float(candidates[int(np.argmax(gain))])
+    gain = np.array([np.mean([(u > t).mean() - (f > t).mean() for u, f in folds.values()]) for t in candidates])
+    false_alarms = np.array([np.mean([(f > t).mean() for _, f in folds.values()]) for t in candidates])
+    allowed = false_alarms <= MAX_FAMILIAR_FLAGGED
+    t = float(candidates[int(np.argmax(np.where(allowed, gain, -np.inf)))] if allowed.any()
+              else candidates[int(np.argmin(false_alarms))])
     per_source = {s: {"n": int(len(u)), "flagged": float((u > t).mean()),
                       "familiar_validation_flagged": float((f > t).mean())} for s, (u, f) in folds.items()}
     return t, per_source
@@ -381,16 +371,16 @@ def with_source_limitation(limitations: list[str], loso: dict) -> list[str]:
 def architecture(ensemble: dict) -> str:
     size, w = ensemble["probe_input_size"], ensemble["finetuned_weight"]
     return (
-        "Two MobileNetV2 members. Fine-tuned, reading the whole film at 224x224 (ImageNet start, BatchNorm frozen): "
-        "softmax head on pooled 7x7 features, CenterNet-style opacity head (14x14 heat map + box size), "
-        "logistic-regression gate on pooled features. Frozen ImageNet probe reading the lungs: the film is brought "
-        "to the common detail of the coarsest sources (224 px), a small CNN finds the lung field, and the crop "
-        f"around it, histogram-equalised, is read at {size}x{size}; logistic regression on the average-pooled "
+        "Two MobileNetV2 members, both reading only the lungs: the film is brought to the common detail of the "
+        "coarsest sources (224 px), a small CNN finds the lung field, and the crop around it is histogram-equalised. "
+        "Fine-tuned member (ImageNet start, BatchNorm frozen) reading that crop at 224x224: softmax head on pooled "
+        "7x7 features, CenterNet-style opacity head (14x14 heat map + box size), logistic-regression gate on pooled "
+        f"features. Frozen ImageNet probe reading the same crop at {size}x{size}: logistic regression on the average-pooled "
         f"features of {'every block and the last layer (standardised)' if ensemble['probe_features'] == 'all_blocks' else 'the last layer'}"
         ", trained on the training films and a random export of each. "
         f"Class probabilities = softmax(log({w:g} x fine-tuned + {1 - w:g} x probe) / {ensemble['temperature']:g}) "
-        "(weight and temperature chosen on validation). Attention = each member's class activation map, the "
-        "probe's placed on its lung crop. Both networks are served with their batch norms folded into the "
+        "(weight and temperature chosen on validation). Attention = each member's class activation map, placed "
+        "on the lung crop. Both networks are served with their batch norms folded into the "
         "convolutions.")
 
 
@@ -414,14 +404,12 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
             memo["r"] = readings_of(lung_model, films, parts, smoke)
         return memo["r"]
 
-    def finetuned_probabilities(grays):
-        return np.concatenate([keras.ops.convert_to_numpy(finetuned(np.stack([to_model_input(g) for g in grays[i:i + 64]]),
-                                                                    training=False)["probabilities"])
-                               for i in range(0, len(grays), 64)])
-    p_ft = {"val": finetuned_probabilities(films["val"]), "test": finetuned_probabilities(films["test"])}
-    subset = robustness_subset(len(films["val"]))
-    for t in TRANSFORMS[:2] if smoke else TRANSFORMS:
-        p_ft["val:" + t.name] = finetuned_probabilities([t.apply(films["val"][i]).gray() for i in subset])
+    def finetuned_probabilities(r: Readings) -> np.ndarray:
+        x = r.member_inputs()
+        return np.concatenate([keras.ops.convert_to_numpy(finetuned(x[i:i + 64], training=False)["probabilities"])
+                               for i in range(0, len(x), 64)])
+    # the validation and test films, and the validation films after each transform, as the member reads them
+    p_ft = {k: finetuned_probabilities(r) for k, r in readings().items() if k != "train"}
 
     card = json.loads((folder / "card.json").read_text())
     targets = card.get("targets", {})
@@ -433,13 +421,11 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
 
     x = {k: design_features(v, design) for k, v in feats.items()}
     n_train = len(parts["train"])
-    index = FamiliarityIndex.fit(originals(x["train"], n_train), x["val"])
+    index, per_source_flags = familiarity_stage(x, src, n_train, smoke)
+    threshold = index.threshold
     x_all = np.concatenate([originals(x["train"], n_train), x["val"], x["test"]])
     src_all = np.concatenate([src["train"], src["val"], src["test"]])
     y_all = np.concatenate([y["train"], y["val"], y["test"]])
-    threshold, per_source_flags = familiarity_threshold(originals(x["train"], n_train), src["train"], x["val"],
-                                                        src["val"], x_all, src_all, smoke)
-    index = index.with_threshold(threshold)
     src_views = np.tile(src["train"], EXPORTS_PER_FILM + 1)
     loso = leave_one_source_out(x["train"], y["train_views"], src_views, x_all, y_all, src_all, best)
 
@@ -460,21 +446,63 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
     return card
 
 
+def familiarity_stage(x: dict, src: dict, n_train: int, smoke: bool) -> tuple[FamiliarityIndex, dict]:
+    """The familiarity index on the training films, its threshold set by holding sources out."""
+    x_all = np.concatenate([originals(x["train"], n_train), x["val"], x["test"]])
+    src_all = np.concatenate([src["train"], src["val"], src["test"]])
+    index = FamiliarityIndex.fit(originals(x["train"], n_train), x["val"])
+    threshold, per_source_flags = familiarity_threshold(originals(x["train"], n_train), src["train"], x["val"],
+                                                        src["val"], x_all, src_all, smoke)
+    return index.with_threshold(threshold), per_source_flags
+
+
+def refit_familiarity(folder: Path, df: pd.DataFrame) -> None:
+    """Only the familiarity index and its threshold, from the features the last full run cached (seconds)."""
+    card = json.loads((folder / "card.json").read_text())
+    e = card["ensemble"]
+    REUSE["on"] = True
+    feats = cached(e["probe_input_size"], lambda: (_ for _ in ()).throw(SystemExit("no cached features")))
+    x = {k: design_features(feats[k], e["probe_features"]) for k in ("train", "val", "test")}
+    src = {s: df[df.split == s].source.to_numpy() for s in ("train", "val", "test")}
+    index, flags = familiarity_stage(x, src, int((df.split == "train").sum()), smoke=False)
+    index.save(folder / FAMILIARITY_FILE)
+    share = float((index.scores(x["test"]) > index.threshold).mean())
+    card["metrics"]["test"]["unfamiliar_share"] = share
+    card["familiarity"].update(what=familiarity_description(), threshold=index.threshold, held_out_sources=flags,
+                               test_films_flagged=share, threshold_set_by=threshold_rule())
+    card.pop("files", None)
+    write_card(folder, card)
+    print(json.dumps(card["familiarity"], indent=1))
+
+
+def familiarity_description() -> str:
+    return ("mean distance to the 10 nearest training films in the probe's standardised, whitened 48-component "
+            "feature space, divided by those films' own mean distance to their neighbours (a local-outlier ratio), "
+            "in units of a typical validation film")
+
+
+def threshold_rule() -> str:
+    return ("leave-one-source-out: the threshold that maximises the mean over held-out sources of (their films "
+            "flagged - familiar validation films flagged), among those flagging at most "
+            f"{MAX_FAMILIAR_FLAGGED:.0%} of the familiar validation films")
+
+
 def write_probe_card(folder, card, best, blend, members, grid, loso, flags, index) -> None:
     card.pop("files", None)
     card.pop("date", None)  # the class probabilities changed today
     test = card["metrics"]["test"]
     if "ensemble" in card:  # the blend shipped before was read on test too: keep its figures beside the new ones
+        e = card["ensemble"]
         card["metrics"].setdefault("earlier_test_reads", []).append({
-            "design": "whole-film probe (" + str(card["ensemble"].get("probe_input_size")) + " px, no lung crop, "
-                      "no common detail), shipped until the lung reading replaced it",
+            "design": f"probe at {e.get('probe_input_size')} px ({e.get('probe_features')}, C={e.get('probe_C')}), "
+                      f"fine-tuned weight {e.get('finetuned_weight')}",
             "accuracy": test["accuracy"], "macro_auc": test["macro_auc"],
             "ieee8023_accuracy": ieee8023_accuracy(test), "note": "shipped until the current design replaced it"})
     test.update(blend)  # opacity AP and counts stay: the box head is unchanged
     card["metrics"]["test_members"] = members
     card["metrics"]["leave_one_source_out"] = {
         "what": "the chosen probe head refitted on the training films of every other source and read on all films "
-                "of the held-out source; the fine-tuned member is not retrained (about an hour per source on 2 "
+                "of the held-out source; the fine-tuned member is not retrained (about 40 minutes per source on 2 "
                 "CPU cores), so these are probe-only. The lung-field network did see ieee8023 and COVID-QU-Ex lung "
                 "boxes (anatomy, no classes).",
         "sources": loso}
@@ -496,12 +524,9 @@ def write_probe_card(folder, card, best, blend, members, grid, loso, flags, inde
                                        "max_mean_tv": best["val"]["max_mean_tv"],
                                        "per_transform": best["val"]["per_transform"]},
                         "validation_grid": summarise_grid(grid)}
-    card["familiarity"] = {"what": "mean distance to the 10 nearest training films in the probe's standardised, "
-                                   "whitened 48-component feature space, in units of a typical validation film",
+    card["familiarity"] = {"what": familiarity_description(),
                            "threshold": index.threshold,
-                           "threshold_set_by": "leave-one-source-out: the threshold that maximises the mean over "
-                                               "held-out sources of (their films flagged - familiar validation "
-                                               "films flagged)",
+                           "threshold_set_by": threshold_rule(),
                            "held_out_sources": flags,
                            "test_films_flagged": blend["unfamiliar_share"]}
     card["architecture"] = architecture(card["ensemble"])
@@ -517,7 +542,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--reuse-features", action="store_true", help="read the features cached by the last run")
+    ap.add_argument("--familiarity-only", action="store_true",
+                    help="refit only the familiarity index and its threshold, from the cached features")
     args = ap.parse_args()
+    if args.familiarity_only:
+        return refit_familiarity(args.out, load_manifest(require_data()))
     REUSE["on"], REUSE["write"] = args.reuse_features and not args.smoke, not args.smoke
     seed_everything(0)
     data = require_data()

@@ -1,14 +1,17 @@
 """Chest X-ray model: one loader, one ``predict``.
 
-The fine-tuned Keras graph gives, in one forward pass, its class
-probabilities, the opacity heat map and box sizes, the chest X-ray gate and the
-final feature map used for the attention map.  A second member, a linear probe
-on frozen ImageNet MobileNetV2 features, reads only the lung field, at one
-common level of detail (``preprocess.LungReading``), so that an export's
-resolution, compression, borders or gamma barely move it.  The shipped
-probabilities blend both with the card's weight and are calibrated with the
-card's temperature; the probe's pooled features also say how unlike the
-training films a film is (``familiarity.FamiliarityIndex``).
+Both members read only the lung field, at one common level of detail
+(``preprocess.LungReading``), so that an export's resolution, compression,
+borders or gamma barely move them.  The fine-tuned network gives, in one
+forward pass over that crop, its class probabilities, the opacity heat map and
+box sizes, the chest X-ray gate and the final feature map used for the
+attention map.  The second member is a linear probe on frozen ImageNet
+MobileNetV2 features of the same crop.  All three networks (the lung field's
+too) are served through LiteRT (``demo_core.served``): no TensorFlow import,
+a few milliseconds a reading.  The shipped probabilities blend both
+with the card's weight and are calibrated with the card's temperature; the
+probe's pooled features also say how unlike the training films a film is
+(``familiarity.FamiliarityIndex``).
 """
 
 from __future__ import annotations
@@ -18,20 +21,21 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .. import _tf
-from ..bn_folding import load_for_inference
 from ..cards import task_dir, verified_card
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
+from ..served import ServedNet
 from ..stats import tempered
 from .boxes import decode_boxes
 from .familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from .labels import CLASSES
 from .preprocess import (COMMON_DETAIL, INPUT_SIZE, LungReading, common_detail, crop_window, lung_net_input,
-                         probe_input, to_model_input)
+                         member_input, probe_input)
 
 PROBE_FILE = "probe.keras"
 LUNG_FILE = "lungs.keras"
+SERVED = ("model", "probe", "lungs")  # NAME.keras as trained, NAME.tflite as served (export_xray_litert.py)
+HEADS_FILE = "heads.npz"  # each member's class weights over its last feature map, for the attention maps
 UNFAMILIAR_MESSAGE = ("This film is unlike the films the model learnt from (another hospital, scanner, export or "
                       "processing, or not an adult frontal chest film). Treat the answer with extra caution.")
 # Colour photos are refused before the gate: radiographs are grey.
@@ -58,10 +62,10 @@ class XrayPrediction:
     refusal_reason: str | None
     image_size: tuple[int, int]  # (width, height)
     preprocessing: tuple[str, ...] = ()
-    lungs: LungReading | None = None  # where the probe read the film
+    lungs: LungReading | None = None  # where both members read the film
     familiarity: float | None = None  # distance to the training films; 1.0 = a typical familiar film
     familiarity_threshold: float = float("inf")
-    _features: tuple[np.ndarray, ...] | None = field(default=None, repr=False, compare=False)  # per member
+    _attention: _AttentionInputs | None = field(default=None, repr=False, compare=False)
 
     @property
     def unfamiliar(self) -> bool:
@@ -84,12 +88,43 @@ class XrayPrediction:
     def boxes_above(self, threshold: float) -> list[Box]:
         return [b for b in self.boxes if b.score >= threshold]
 
+    def attention(self, class_name: str | None = None, member: str = "blend") -> np.ndarray:
+        """Class activation map in [0, 1], at the input image's size, zero outside the lung crop both members read.
+
+        For a global-average-pool + linear head, Grad-CAM's channel weights are exactly the head's weights, so no
+        gradient pass is needed. The two members' maps are weighted as their probabilities are (``"blend"``), or
+        one member's map alone (``"finetuned"``, ``"lung_probe"``).
+        """
+        if self._attention is None or self.lungs is None:
+            raise InputError("No features kept for this prediction.")
+        k = CLASSES.index(class_name or self.label)
+        window = self.lungs.window_in_image(self.image_size)
+        a = self._attention
+        maps = [_member_map(f, w[:, k], window, self.image_size) for f, w in zip(a.features, a.class_weights)]
+        weight = {"blend": a.finetuned_weight, "finetuned": 1.0, "lung_probe": 0.0}[member]
+        return _unit(weight * maps[0] + (1 - weight) * maps[1]).clip(0, 1)
+
+    def annotated(self, pixels: np.ndarray, threshold: float, *, attention: bool = False):
+        """The film as the page shows it (a PIL image, at most 1,280 px): boxes at or above ``threshold``, the lung
+        frame, and the attention map when asked."""
+        from .drawing import annotated_film
+        window = self.lungs.window_in_image(self.image_size) if self.lungs is not None else None
+        return annotated_film(pixels, self.boxes_above(threshold), window, self.attention() if attention else None)
+
+
+@dataclass(frozen=True)
+class _AttentionInputs:
+    """What a prediction keeps to draw its attention map: each member's last feature map and class weights."""
+    features: tuple[np.ndarray, np.ndarray]  # (fine-tuned, probe), each (grid, grid, channels)
+    class_weights: tuple[np.ndarray, np.ndarray]  # each (channels, 4): shared with the model, not copied
+    finetuned_weight: float
+
 
 class XrayModel:
-    """Thread-safe: Keras inference on a loaded model does not mutate it."""
+    """Thread-safe: each served network takes one reading at a time, and nothing else changes after loading."""
 
-    def __init__(self, keras_model, card: dict, probe_model, lung_model, familiarity: FamiliarityIndex):
-        self.model = keras_model
+    def __init__(self, card: dict, nets: dict[str, ServedNet], heads: dict[str, np.ndarray],
+                 familiarity: FamiliarityIndex):
         self.card = card
         ensemble = card["ensemble"]
         self.finetuned_weight = float(ensemble["finetuned_weight"])  # in the class probabilities
@@ -99,29 +134,20 @@ class XrayModel:
         self.default_threshold = float(decoding.get("default_score_threshold", 0.3))
         self.gate_threshold = float(decoding.get("gate_threshold", 0.5))
         self.top_k = int(decoding.get("top_k", 10))
-        self._class_weights = keras_model.get_layer("class_logits").get_weights()[0]  # (1280, 4)
-        self._tf = _tf.tf()
-        # autograph=False: nothing to convert, and autograph writes generated source to a temp dir
+        self._member, self._probe, self._lungs = nets["model"], nets["probe"], nets["lungs"]
         # The probe reads the lung crop at its own size (chosen on validation).
-        self.probe_size = int(probe_model.input_shape[1])
-        # The probe's head may read several pooled layers; the last layer comes last, and its rows
-        # are the ones that map onto the last feature map the attention map is drawn from.
-        channels = probe_model.output["features"].shape[-1]
-        self._probe_weights = probe_model.get_layer("probe_logits").get_weights()[0][-channels:]
+        self.probe_size = int(self._probe.input_shape[1])
+        # Each member's class weights over its last feature map: its attention map (the probe's head may read
+        # more pooled layers; these are the rows that map onto its last feature map).
+        self._class_weights = heads["finetuned_class_weights"]  # (1280, 4)
+        self._probe_weights = heads["probe_class_weights"]
+        self.predict_image(LoadedImage(np.full((256, 256, 3), 128, np.uint8), "warm-up"))  # first reading
 
-        def forward(x, x_probe):
-            out = dict(self.model(x, training=False))
-            probe = probe_model(x_probe, training=False)
-            out.update(probe_probabilities=probe["probabilities"], probe_features=probe["features"],
-                       probe_pooled=probe["pooled"])
-            return out
-
-        # One graph for both members: TensorFlow runs the two backbones side by side on the two cores
-        # (24 ms instead of 36 ms one after the other).
-        self._forward = self._tf.function(forward, reduce_retracing=True, autograph=False)
-        self._lung_field = self._tf.function(lambda x: lung_model(x, training=False), reduce_retracing=True,
-                                             autograph=False)
-        self.predict_image(LoadedImage(np.full((256, 256, 3), 128, np.uint8), "warm-up"))  # trace once
+    def _forward(self, x: np.ndarray, x_probe: np.ndarray) -> dict[str, np.ndarray]:
+        """Both members: the fine-tuned one's outputs, and the probe's as ``probe_*``."""
+        out = self._member(x)
+        out.update({f"probe_{k}": v for k, v in self._probe(x_probe).items()})
+        return out
 
     # -- public API
     def predict_request(self, request: dict) -> XrayPrediction:
@@ -145,44 +171,43 @@ class XrayModel:
 
     def input_description(self) -> str:
         """How the film is resized for the members, in words for the page."""
-        return (f"whole film resized (squashed) to {INPUT_SIZE} × {INPUT_SIZE} grayscale for the fine-tuned model; "
-                f"for the ImageNet probe, brought to the common detail of {COMMON_DETAIL} px, cropped to the lung "
-                f"field (dashed frame), histogram-equalised and read at {self.probe_size} × {self.probe_size}; "
-                "boxes are mapped back to your image")
+        return (f"film brought to the common detail of {COMMON_DETAIL} px (squashed), cropped to the lung field "
+                f"(dashed frame) and histogram-equalised; the fine-tuned model reads that crop at {INPUT_SIZE} × "
+                f"{INPUT_SIZE}, the ImageNet probe at {self.probe_size} × {self.probe_size}; boxes are mapped back "
+                "to your image")
 
     def read_lungs(self, gray: np.ndarray) -> tuple[np.ndarray, LungReading]:
         """The film at the common detail, and where its lungs are."""
         common = common_detail(gray)
-        field = self._lung_field(self._tf.constant(lung_net_input(common)[None])).numpy()[0]
+        field = self._lungs(lung_net_input(common)[None])["output"][0]
         return common, LungReading(tuple(float(v) for v in field), crop_window(field))
 
     def member_inputs(self, image: LoadedImage) -> tuple:
         """The film as each member reads it: (fine-tuned member's input, probe's input, the lung reading)."""
         gray = image.gray()
         common, lungs = self.read_lungs(gray)
-        x = to_model_input(gray)[None]
+        x = member_input(common, lungs.window)[None]
         x_probe = probe_input(common, lungs.window, self.probe_size)[None]
-        return self._tf.constant(x), self._tf.constant(x_probe), lungs
+        return x, x_probe, lungs
 
     def predict_image(self, image: LoadedImage) -> XrayPrediction:
         x, x_probe, lungs = self.member_inputs(image)
         out = self._forward(x, x_probe)
         w = self.finetuned_weight
-        blend = (w * out["probabilities"].numpy()[0].astype(float)
-                 + (1 - w) * out["probe_probabilities"].numpy()[0].astype(float))
+        blend = w * out["probabilities"][0].astype(float) + (1 - w) * out["probe_probabilities"][0].astype(float)
         probs = tempered(blend, self.temperature)
-        features = (out["features"].numpy()[0], out["probe_features"].numpy()[0])
-        familiarity = float(self.familiarity_index.scores(out["probe_pooled"].numpy())[0])
-        heat = out["heatmap"].numpy()[0, ..., 0]
-        size = out["box_size"].numpy()[0]
-        gate = float(out["is_chest_xray"].numpy()[0, 0])
+        attention = _AttentionInputs((out["features"][0], out["probe_features"][0]),
+                                     (self._class_weights, self._probe_weights), self.finetuned_weight)
+        familiarity = float(self.familiarity_index.scores(out["probe_pooled"])[0])
+        heat = out["heatmap"][0, ..., 0]
+        size = out["box_size"][0]
+        gate = float(out["is_chest_xray"][0, 0])
         reason = None
         if _coloured_fraction(image.pixels) > _MAX_COLOURED_FRACTION:
             reason = "This is a colour image; chest radiographs are greyscale."
         elif gate < self.gate_threshold:
             reason = "This does not look like a frontal chest X-ray."
-        boxes = tuple(Box(tuple(b), s) for b, s in decode_boxes(heat, size, image.size, threshold=0.05,
-                                                               top_k=self.top_k))
+        boxes = _boxes_in_image(heat, size, lungs.window_in_image(image.size), threshold=0.05, top_k=self.top_k)
         return XrayPrediction(
             probabilities=dict(zip(CLASSES, probs.tolist())),
             label=CLASSES[int(np.argmax(probs))],
@@ -195,39 +220,28 @@ class XrayModel:
             lungs=lungs,
             familiarity=familiarity,
             familiarity_threshold=self.familiarity_index.threshold,
-            _features=features,
+            _attention=attention,
         )
 
-    def attention_map(self, prediction: XrayPrediction, class_name: str | None = None,
-                      member: str = "blend") -> np.ndarray:
-        """Class activation map in [0, 1], at the input image's size.
 
-        For a global-average-pool + linear head, Grad-CAM's channel weights are
-        exactly the head's weights, so no gradient pass is needed.  The two
-        members' maps are weighted as their probabilities are (``member="blend"``),
-        or one member's map alone ("finetuned", "lung_probe").
-        """
-        if prediction._features is None:
-            raise InputError("No features kept for this prediction.")
-        k = CLASSES.index(class_name or prediction.label)
-        w, h = prediction.image_size
+def _boxes_in_image(heat: np.ndarray, size: np.ndarray, window: tuple[int, int, int, int], *, threshold: float,
+                    top_k: int) -> tuple[Box, ...]:
+    """The member's boxes, found in its lung crop, in the input image's pixels."""
+    x0, y0, x1, y1 = window
+    found = decode_boxes(heat, size, (max(1, x1 - x0), max(1, y1 - y0)), threshold=threshold, top_k=top_k)
+    return tuple(Box((b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0), s) for b, s in found)
 
-        def at_image_size(features: np.ndarray, weights: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
-            # each member's map on its own grid (7x7 at 224 px, 12x12 at 384), brought to the part of the film
-            # that member read
-            cam = _unit(np.maximum(features @ weights[:, k], 0)).astype(np.float32)
-            x0, y0, x1, y1 = window
-            full = np.zeros((h, w), np.float32)
-            if x1 > x0 and y1 > y0:
-                full[y0:y1, x0:x1] = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-            return full
 
-        cam = at_image_size(prediction._features[0], self._class_weights, (0, 0, w, h))
-        # the probe read only the lung crop: its map lies there, and is zero elsewhere
-        window = prediction.lungs.window_in_image((w, h))
-        probe_cam = at_image_size(prediction._features[1], self._probe_weights, window)
-        weight = {"blend": self.finetuned_weight, "finetuned": 1.0, "lung_probe": 0.0}[member]
-        return _unit(weight * cam + (1 - weight) * probe_cam).clip(0, 1)
+def _member_map(features: np.ndarray, weights: np.ndarray, window: tuple[int, int, int, int],
+                image_size: tuple[int, int]) -> np.ndarray:
+    """One member's map on its own grid (7x7 at 224 px, 12x12 at 384), brought to the part of the film it read."""
+    cam = _unit(np.maximum(features @ weights, 0)).astype(np.float32)
+    w, h = image_size
+    x0, y0, x1, y1 = window
+    full = np.zeros((h, w), np.float32)
+    if x1 > x0 and y1 > y0:
+        full[y0:y1, x0:x1] = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    return full
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -241,8 +255,11 @@ def _coloured_fraction(rgb: np.ndarray) -> float:
 
 
 def load() -> XrayModel:
-    """Verify the files against the card, then load (a few seconds, once per process)."""
+    """Verify the files against the card, then load the served networks (well under a second, once per process)."""
     card = verified_card("xray")
     folder = task_dir("xray")
-    return XrayModel(load_for_inference(folder / "model.keras"), card, load_for_inference(folder / PROBE_FILE),
-                     load_for_inference(folder / LUNG_FILE), FamiliarityIndex.load(folder / FAMILIARITY_FILE))
+    served = card.get("served", {}).get("files", {})
+    nets = {name: ServedNet(folder / f"{name}.tflite", served.get(f"{name}.tflite", {}).get("outputs", {}))
+            for name in SERVED}
+    with np.load(folder / HEADS_FILE) as heads:
+        return XrayModel(card, nets, {k: heads[k] for k in heads.files}, FamiliarityIndex.load(folder / FAMILIARITY_FILE))

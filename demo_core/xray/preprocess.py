@@ -3,16 +3,17 @@
 Keeping them in one place is what makes "the same pixels give the same answer"
 true between the training scripts, the app and the CLI.
 
-Two readings of a film:
-
-* the fine-tuned member's: the whole film squashed to 224 px (``to_model_input``);
-* the probe's *lung reading* (``LungReading``): every film is first brought to one
+The *lung reading* (``LungReading``), which both members use: every film is first brought to one
   common level of detail, the coarsest source's (224 px squashed, as the
   COVID-QU-Ex and Radiography DB films already are), so sharpness, resolution
   and JPEG blocks stop telling sources apart; a small network finds the lung
-  field there; the probe reads that crop only, histogram-equalised, so that
+  field there; the members read that crop only, histogram-equalised, so that
   gamma, windowing and an inverted DICOM LUT give the same pixels and borders,
-  markers and burnt-in text around the chest are not read at all.
+  markers and burnt-in text around the chest are not read at all. The fine-tuned
+  member reads that crop at 224 px (``member_input``), the probe at its own size.
+
+``to_model_input`` (the whole film squashed to 224 px) is how the first fine-tuned
+member read films; the whole-film ImageNet baseline in the card still reads it.
 """
 
 from __future__ import annotations
@@ -78,10 +79,15 @@ def crop_window(field: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def probe_input(common: np.ndarray, window: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """The lung crop as the probe reads it: equalised, resized to ``size``, float32 (size, size, 3)."""
+    """The lung crop as a member reads it: equalised, resized to ``size``, float32 (size, size, 3)."""
     x0, y0, x1, y1 = window
     crop = cv2.equalizeHist(np.ascontiguousarray(common[y0:y1, x0:x1]))
     return _scaled(cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR))
+
+
+def member_input(common: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """What the fine-tuned member reads: the lung crop, equalised, at INPUT_SIZE (float32, 224 x 224 x 3)."""
+    return probe_input(common, window, INPUT_SIZE)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Pictures for the pages: boxes and attention drawn over an image (in memory only)."""
+"""A film with its answer drawn on it: opacity boxes, the lung frame, attention (in memory only; PIL and cv2, so
+the pages, the CLI and the tests draw the same picture)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,3 @@ def png_bytes(img: Image.Image | np.ndarray) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-# Plotly's toolbar sits over a chart's title, most of all on a phone; zooming a bar chart adds nothing here.
-CHART_CONFIG = {"displayModeBar": False, "responsive": True}
