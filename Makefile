@@ -61,4 +61,4 @@ load: install-dev
 	$(PY) bench/load.py --sessions 10
 
 clean:
-	rm -rf $(VENV) .nltk_data .pytest_cache
+	rm -rf $(VENV) .nltk_data .pytest_cache *.egg-info

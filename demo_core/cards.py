@@ -51,6 +51,18 @@ def verified_card(task: str) -> dict:
     return card
 
 
+def read_runtime(task: str) -> dict:
+    """The settings the task's model reads at run time (thresholds, interval widths, the listings' catalog), from
+    the file its training wrote beside the card; ``{}`` for a task that keeps them in the card itself."""
+    name = TASKS[task].runtime_file
+    if name is None:
+        return {}
+    try:
+        return json.loads((task_dir(task) / name).read_text())
+    except (OSError, ValueError):
+        raise ModelUnavailable(f"The {task} model's settings ({name}) are missing or unreadable.") from None
+
+
 def all_cards() -> dict[str, dict | str]:
     """Every task's card, or the reason it is unavailable (for the Models page)."""
     out: dict[str, dict | str] = {}
@@ -114,17 +126,24 @@ class Card:
     files: dict[str, dict]
     version: str = ""
     date: str = ""
+    runtime: dict = field(default_factory=dict, repr=False)  # what the model reads at run time (read_runtime)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, task: str, d: dict) -> Card:
+    def from_dict(cls, task: str, d: dict, runtime: dict | None = None) -> Card:
         missing = [k for k in REQUIRED_KEYS if k not in d]
         if missing:
             raise ModelUnavailable(f"The {task} model card lacks {', '.join(missing)}.")
+        runtime = runtime or {}
+        labels = d["labels"]
+        if ("topics" in runtime and runtime["topics"] != labels) or (
+                "photo_make_classes" in runtime and isinstance(labels, dict)
+                and runtime["photo_make_classes"] != labels.get("photo_makes")):
+            raise ModelUnavailable(f"The {task} model's card and its settings name different labels.")
         targets = {k: Target(k, tuple(v) if isinstance(v, list) else float(v)) for k, v in d["targets"].items()}
         return cls(task=task, name=d["name"], labels=d["labels"], targets=targets, metrics=d["metrics"],
                    baselines=d.get("baselines", {}), limitations=tuple(d["limitations"]), files=d["files"],
-                   version=str(d.get("version", "")), date=str(d.get("date", "")), raw=d)
+                   version=str(d.get("version", "")), date=str(d.get("date", "")), runtime=runtime, raw=d)
 
     def target(self, name: str) -> Target | None:
         return self.targets.get(name)
@@ -142,6 +161,7 @@ class Card:
         return out if isinstance(out, dict) else {}
 
 
-def load_card(task: str) -> Card:
-    """The task's card, typed; raises ModelUnavailable when absent, unreadable or missing required keys."""
-    return Card.from_dict(task, read_card(task))
+def load_card(task: str, *, verify: bool = False) -> Card:
+    """The task's card, typed, with its run-time settings; ``verify``: every file checked against its sha256 first
+    (what a model loader does). Raises ModelUnavailable when absent, unreadable, inconsistent or incomplete."""
+    return Card.from_dict(task, verified_card(task) if verify else read_card(task), read_runtime(task))

@@ -37,6 +37,18 @@ def bar(title: str, values: dict, fmt: str = ".0%", target: float | None = None,
     st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
 
 
+def runtime_settings(typed: Card) -> None:
+    """The settings the model reads at run time, beside its card: the scalars, and a poem's per-topic thresholds."""
+    scalars = {k: v for k, v in typed.runtime.items() if isinstance(v, (int, float, str))}
+    if not scalars:
+        return
+    with st.expander("Settings the model reads at run time"):
+        st.json(scalars, expanded=True)
+        if "thresholds" in typed.runtime and "topics" in typed.runtime:
+            st.dataframe(pd.DataFrame({"topic": typed.runtime["topics"], "threshold": typed.runtime["thresholds"]}),
+                         hide_index=True)
+
+
 def files_and_notes(card: dict):
     with st.expander("Files, data, split and limitations"):
         st.dataframe(pd.DataFrame([{"file": k, "MB": round(v["bytes"] / 2**20, 2), "sha256": v["sha256"]}
@@ -238,6 +250,7 @@ def render_poem(typed: Card) -> None:
     fig.update_layout(barmode="group", title="Topics by design (held-out)", height=300, yaxis=dict(range=[0, 1]),
                       margin=dict(l=10, r=10, t=40, b=10))
     st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
+    runtime_settings(typed)
     files_and_notes(card)
 
 
@@ -249,6 +262,7 @@ def render_car(typed: Card) -> None:
     p = card["metrics"]["photo_test"]
     car_charts(card, p)
     car_photo_candidates(p)
+    runtime_settings(typed)
     files_and_notes(card)
 
 

@@ -63,18 +63,31 @@ def test_a_small_held_out_source_gets_a_wide_interval_and_a_large_one_a_narrow_o
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_each_card_loads_typed_with_its_targets_and_the_labels_the_code_uses(task):
-    import json
-    from demo_core.cards import load_card, task_dir
-    card = load_card(task)
+def test_each_card_loads_typed_with_its_targets_settings_and_the_labels_the_code_uses(task):
+    from demo_core.cards import load_card
+    card = load_card(task, verify=True)
     assert card.targets and all(t.describe() for t in card.targets.values())
     if task == "xray":
         from demo_core.xray.labels import CLASSES
-        assert card.labels == CLASSES
+        assert card.labels == CLASSES and card.runtime == {}  # its settings are in the card (ensemble, decoding)
     elif task == "poem":
-        assert card.labels == json.loads((task_dir("poem") / "poem_config.json").read_text())["topics"]
+        assert card.labels == card.runtime["topics"] and len(card.runtime["thresholds"]) == len(card.labels)
     else:
-        assert card.labels["photo_makes"] == json.loads((task_dir("car") / "catalog.json").read_text())["photo_make_classes"]
+        assert card.labels["photo_makes"] == card.runtime["photo_make_classes"]
+
+
+def test_a_card_whose_settings_name_other_labels_disables_the_demo(tmp_path, monkeypatch):
+    import json
+    import shutil
+    from demo_core.cards import load_card, task_dir
+    from demo_core.errors import ModelUnavailable
+    shutil.copytree(task_dir("poem"), tmp_path / "poem")
+    config = json.loads((tmp_path / "poem" / "poem_config.json").read_text())
+    config["topics"] = config["topics"][::-1]
+    (tmp_path / "poem" / "poem_config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(ModelUnavailable, match="different labels"):
+        load_card("poem")
 
 
 def test_a_target_knows_floors_ceilings_and_bands():

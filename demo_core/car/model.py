@@ -9,7 +9,6 @@ not-car check and a make estimate; on its own it yields a brand-mixture price.
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _tf
 from ..bn_folding import load_for_inference
-from ..cards import task_dir, verified_card
+from ..cards import load_card, task_dir
 from ..errors import InputError
 from ..intake import LoadedImage, load_image
 from ..stats import tempered
@@ -370,11 +369,11 @@ def _replace(p: PricePrediction, **kw) -> PricePrediction:
 
 
 def load() -> CarModel:
-    card = verified_card("car")
+    typed = load_card("car", verify=True)
+    card, catalog = typed.raw, typed.runtime
     folder = task_dir("car")
     with open(folder / "price_models.pkl", "rb") as f:
         models = pickle.load(f)  # our own file, checked against card.json's sha256 above
-    catalog = json.loads((folder / "catalog.json").read_text())
     papers = None
     if PAPERS_FILE in card["files"]:
         with open(folder / PAPERS_FILE, "rb") as f:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _tf
-from ..cards import task_dir, verified_card
+from ..cards import load_card, task_dir
 from ..errors import InputError
 from .style import StyleHeads, style_text
 from .text import MAX_CHARS, Preprocessed, TextPipeline
@@ -191,10 +191,10 @@ _load_lock = threading.Lock()
 
 
 def load() -> PoemModel:
-    card = verified_card("poem")
+    typed = load_card("poem", verify=True)
+    card, config = typed.raw, typed.runtime
     folder = task_dir("poem")
     keras = _tf.keras()
-    config = json.loads((folder / "poem_config.json").read_text())
     vocab = json.loads((folder / "vocabulary.json").read_text())
     authors = json.loads((folder / "author_years.json").read_text())
     with _load_lock:
