@@ -40,6 +40,18 @@ def test_every_line_gets_an_answer_in_order(chest_film, car_photo):
     assert out[3]["is_chest_xray"] is False
 
 
+def test_the_xray_cli_draws_the_film_as_the_page_shows_it_when_asked(chest_film, tmp_path):
+    from PIL import Image
+    target = tmp_path / "film_annotated.png"
+    lines = [json.dumps({"image": str(chest_film), "annotated": str(target), "attention": True}),
+             json.dumps({"image": str(chest_film), "annotated": str(tmp_path / "film.jpg")})]
+    out = answers(run_cli("xray", "\n".join(lines) + "\n"))
+    assert out[0]["is_chest_xray"] is True and "must be a path ending in .png" in out[1]["error"]
+    with Image.open(target) as drawn, Image.open(chest_film) as film:
+        assert drawn.format == "PNG" and max(drawn.size) <= 1280
+        assert abs(drawn.size[0] / drawn.size[1] - film.size[0] / film.size[1]) < 0.01
+
+
 def test_poem_and_car_tasks():
     poem = answers(run_cli("poem", json.dumps({"title": "Night", "text": "The stars above the silent sea"}) + "\n"
                            + json.dumps({"title": "x", "text": "   "}) + "\n"))

@@ -151,11 +151,23 @@ class XrayModel:
 
     # -- public API
     def predict_request(self, request: dict) -> XrayPrediction:
-        """A CLI / API request: ``{"image": "path/to/film"}`` (PNG, JPEG or DICOM, any file name)."""
-        path = request.get("image")
+        """A CLI / API request: ``{"image": "path/to/film"}`` (PNG, JPEG or DICOM, any file name). With
+        ``"annotated": "out.png"`` the film is also drawn as the page shows it (boxes at the default threshold,
+        the lung frame; ``"attention": true`` adds the attention map) and saved there."""
+        path, target = request.get("image"), request.get("annotated")
         if not isinstance(path, str) or not path:
             raise InputError('Each request needs "image": a path to a PNG, JPEG or DICOM file.')
-        return self.predict(path)
+        if target is not None and (not isinstance(target, str) or not target.lower().endswith(".png")):
+            raise InputError('"annotated" must be a path ending in .png.')
+        image = load_image(path)
+        result = self.predict_image(image)
+        if target is not None:
+            picture = result.annotated(image.pixels, self.default_threshold, attention=bool(request.get("attention")))
+            try:
+                picture.save(target, format="PNG")
+            except OSError as exc:
+                raise InputError(f"The annotated film could not be written to {target} ({exc.strerror}).") from None
+        return result
 
     def predict(self, source, *, name: str | None = None) -> XrayPrediction:
         """``source``: bytes, a path, or a LoadedImage."""
