@@ -42,7 +42,7 @@ def test_films(limit: int | None):
 def attention_share(model, te, grays) -> dict:
     from demo_core.intake import LoadedImage
     from demo_core.xray.robustness import mass_inside
-    members = ("blend", "finetuned", "lung_probe") if hasattr(model, "read_lungs") else ("blend",)
+    members = ("blend", "finetuned", "lung_probe")
     shares, areas = {m: [] for m in members}, []
     for row, g in zip(te.itertuples(), grays):
         boxes = json.loads(row.lung_boxes) if isinstance(row.lung_boxes, str) else []

@@ -32,6 +32,9 @@ class ServedNet:
         signature = self._interpreter.get_signature_list()["serving_default"]
         self._input = signature["inputs"][0]
         missing = set(outputs) - set(signature["outputs"])
+        if not outputs:
+            raise ModelUnavailable(f"The card names no outputs for {Path(path).name}: the model is not installed "
+                                   "as its export wrote it.")
         if missing:
             raise ModelUnavailable(f"{Path(path).name} lacks the outputs its card names ({', '.join(sorted(missing))}).")
         self._names = outputs  # the file's output name -> the name the code uses

@@ -28,11 +28,12 @@ from export_xray_litert import export_served
 from finetune_xray import DEFAULT_LUNGS, GRID, STRIDE, finetune, member_inputs_of, preload_films
 from train_lungs import add_lung_field
 from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_lung_model, read_lungs
-from xray_probe import REUSE, add_probe_member
+from xray_probe import REUSE, add_probe_member, ieee8023_accuracy
 
 from demo_core.xray import labels as L
 from demo_core.xray.model import LUNG_FILE
-from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, to_model_input
+from demo_core.xray.boxes import boxes_in_window
+from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, to_model_input, window_in_image
 from demo_core.xray.split import load_manifest
 
 
@@ -52,11 +53,6 @@ def export_model(keras, train_model, gate_w: np.ndarray, gate_b: float):
 
 
 # ----------------------------------------------------------------------------- metrics
-
-def decode(heat: np.ndarray, size: np.ndarray, thr=0.05, k=10):
-    from demo_core.xray.boxes import decode_boxes
-    return decode_boxes(heat, size, (INPUT_SIZE, INPUT_SIZE), threshold=thr, top_k=k)
-
 
 def iou(a, b):
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -141,20 +137,13 @@ def predictor(keras, model):
     return predict
 
 
-def boxes_in_film(heat: np.ndarray, size: np.ndarray, window: tuple, width: int, height: int) -> list:
-    """The boxes the member found in its lung crop, in the film's pixels (as the app draws them)."""
-    sx, sy = width / COMMON_DETAIL, height / COMMON_DETAIL
-    x0, y0, x1, y1 = window[0] * sx, window[1] * sy, window[2] * sx, window[3] * sy
-    scale_x, scale_y = (x1 - x0) / INPUT_SIZE, (y1 - y0) / INPUT_SIZE
-    return [([b[0] * scale_x + x0, b[1] * scale_y + y0, b[2] * scale_x + x0, b[3] * scale_y + y0], score)
-            for b, score in decode(heat, size)]
-
-
 def opacity_ap(out: dict, part: pd.DataFrame, pre: dict) -> tuple[float, int]:
     """AP@0.5 of the decoded boxes, in film pixels, on the films whose opacities were drawn (or are true
     negatives)."""
     mask = part.det_valid.to_numpy()
-    preds = [boxes_in_film(out["h"][k, ..., 0], out["s"][k], pre[i][2], row.width, row.height)
+    # the boxes the member found in its lung crop, in the film's pixels, as the app draws them
+    preds = [boxes_in_window(out["h"][k, ..., 0], out["s"][k], window_in_image(pre[i][2], (row.width, row.height)),
+                             threshold=0.05)
              for k, (i, row) in enumerate(part.iterrows()) if mask[k]]
     return average_precision(preds, [b for b, m_ in zip(part.boxes, mask) if m_]), int(mask.sum())
 
@@ -283,7 +272,7 @@ def carried_history(previous: dict | None) -> dict:
         "design": f"lung probe ({e['probe_input_size']} px, {e['probe_features']}) blended with the whole-film "
                   f"fine-tuned member at weight {e['finetuned_weight']:g}",
         "accuracy": m["test"]["accuracy"], "macro_auc": m["test"]["macro_auc"],
-        "ieee8023_accuracy": m["test"]["accuracy_per_source"].get("ieee8023", {}).get("accuracy"),
+        "ieee8023_accuracy": ieee8023_accuracy(m["test"]),
         "ece": m["test"].get("ece"), "opacity_ap50": m["test"].get("opacity_ap50"),
         "min_agreement": min((r["agreement"] for r in rob.get("transforms", [])), default=None),
         "max_mean_tv": max((r["mean_tv"] for r in rob.get("transforms", [])), default=None),

@@ -460,31 +460,33 @@ def refit_familiarity(folder: Path, df: pd.DataFrame) -> None:
     """Only the familiarity index and its threshold, from the features the last full run cached (seconds)."""
     card = json.loads((folder / "card.json").read_text())
     e = card["ensemble"]
+    if not (CACHE / f"features_{e['probe_input_size']}.npz").is_file():
+        raise SystemExit(f"no cached features in {CACHE}: run train_xray.py or xray_probe.py in full first")
     REUSE["on"] = True
-    feats = cached(e["probe_input_size"], lambda: (_ for _ in ()).throw(SystemExit("no cached features")))
+    feats = cached(e["probe_input_size"], compute=None)
     x = {k: design_features(feats[k], e["probe_features"]) for k in ("train", "val", "test")}
     src = {s: df[df.split == s].source.to_numpy() for s in ("train", "val", "test")}
     index, flags = familiarity_stage(x, src, int((df.split == "train").sum()), smoke=False)
     index.save(folder / FAMILIARITY_FILE)
     share = float((index.scores(x["test"]) > index.threshold).mean())
     card["metrics"]["test"]["unfamiliar_share"] = share
-    card["familiarity"].update(what=familiarity_description(), threshold=index.threshold, held_out_sources=flags,
-                               test_films_flagged=share, threshold_set_by=threshold_rule())
+    card["familiarity"] = familiarity_section(index, flags, share)
     card.pop("files", None)
     write_card(folder, card)
     print(json.dumps(card["familiarity"], indent=1))
 
 
-def familiarity_description() -> str:
-    return ("mean distance to the 10 nearest training films in the probe's standardised, whitened 48-component "
-            "feature space, divided by those films' own mean distance to their neighbours (a local-outlier ratio), "
-            "in units of a typical validation film")
-
-
-def threshold_rule() -> str:
-    return ("leave-one-source-out: the threshold that maximises the mean over held-out sources of (their films "
-            "flagged - familiar validation films flagged), among those flagging at most "
-            f"{MAX_FAMILIAR_FLAGGED:.0%} of the familiar validation films")
+def familiarity_section(index: FamiliarityIndex, flags: dict, test_share: float) -> dict:
+    """The card's account of the familiarity index: what it measures, its threshold and how it was set."""
+    return {"what": "mean distance to the 10 nearest training films in the probe's standardised, whitened "
+                    "48-component feature space, divided by those films' own mean distance to their neighbours (a "
+                    "local-outlier ratio), in units of a typical validation film",
+            "threshold": index.threshold,
+            "threshold_set_by": "leave-one-source-out: the threshold that maximises the mean over held-out sources "
+                                "of (their films flagged - familiar validation films flagged), among those flagging "
+                                f"at most {MAX_FAMILIAR_FLAGGED:.0%} of the familiar validation films",
+            "held_out_sources": flags,
+            "test_films_flagged": test_share}
 
 
 def write_probe_card(folder, card, best, blend, members, grid, loso, flags, index) -> None:
@@ -524,11 +526,7 @@ def write_probe_card(folder, card, best, blend, members, grid, loso, flags, inde
                                        "max_mean_tv": best["val"]["max_mean_tv"],
                                        "per_transform": best["val"]["per_transform"]},
                         "validation_grid": summarise_grid(grid)}
-    card["familiarity"] = {"what": familiarity_description(),
-                           "threshold": index.threshold,
-                           "threshold_set_by": threshold_rule(),
-                           "held_out_sources": flags,
-                           "test_films_flagged": blend["unfamiliar_share"]}
+    card["familiarity"] = familiarity_section(index, flags, blend["unfamiliar_share"])
     card["architecture"] = architecture(card["ensemble"])
     card["limitations"] = with_source_limitation(card.get("limitations", []), loso)
     card["input"]["probe_reading"] = ("common detail 224 px squashed (INTER_AREA), lung field from lungs.keras, "

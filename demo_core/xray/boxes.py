@@ -39,3 +39,11 @@ def _iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def boxes_in_window(heat: np.ndarray, size: np.ndarray, window: tuple[int, int, int, int], *,
+                    threshold: float = 0.3, top_k: int = 10) -> list[tuple[list[float], float]]:
+    """Boxes the network found in the crop ``window`` (x0, y0, x1, y1 in the image's pixels), in the image's pixels."""
+    x0, y0, x1, y1 = window
+    found = decode_boxes(heat, size, (max(1, x1 - x0), max(1, y1 - y0)), threshold=threshold, top_k=top_k)
+    return [([b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0], score) for b, score in found]

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..intake import LoadedImage, load_image
 from ..served import ServedNet
 from ..stats import tempered
-from .boxes import decode_boxes
+from .boxes import boxes_in_window
 from .familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from .labels import CLASSES
 from .preprocess import (COMMON_DETAIL, INPUT_SIZE, LungReading, common_detail, crop_window, lung_net_input,
@@ -219,7 +219,8 @@ class XrayModel:
             reason = "This is a colour image; chest radiographs are greyscale."
         elif gate < self.gate_threshold:
             reason = "This does not look like a frontal chest X-ray."
-        boxes = _boxes_in_image(heat, size, lungs.window_in_image(image.size), threshold=0.05, top_k=self.top_k)
+        boxes = tuple(Box(tuple(b), score) for b, score in
+                      boxes_in_window(heat, size, lungs.window_in_image(image.size), threshold=0.05, top_k=self.top_k))
         return XrayPrediction(
             probabilities=dict(zip(CLASSES, probs.tolist())),
             label=CLASSES[int(np.argmax(probs))],
@@ -234,14 +235,6 @@ class XrayModel:
             familiarity_threshold=self.familiarity_index.threshold,
             _attention=attention,
         )
-
-
-def _boxes_in_image(heat: np.ndarray, size: np.ndarray, window: tuple[int, int, int, int], *, threshold: float,
-                    top_k: int) -> tuple[Box, ...]:
-    """The member's boxes, found in its lung crop, in the input image's pixels."""
-    x0, y0, x1, y1 = window
-    found = decode_boxes(heat, size, (max(1, x1 - x0), max(1, y1 - y0)), threshold=threshold, top_k=top_k)
-    return tuple(Box((b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0), s) for b, s in found)
 
 
 def _member_map(features: np.ndarray, weights: np.ndarray, window: tuple[int, int, int, int],

@@ -99,7 +99,12 @@ class LungReading:
 
     def window_in_image(self, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
         """The crop in the input image's pixels (x0, y0, x1, y1)."""
-        w, h = image_size
-        s = COMMON_DETAIL
-        x0, y0, x1, y1 = self.window
-        return (round(x0 * w / s), round(y0 * h / s), round(x1 * w / s), round(y1 * h / s))
+        return window_in_image(self.window, image_size)
+
+
+def window_in_image(window: tuple[int, int, int, int], image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A window in common-detail pixels -> the same part of the input image, in its pixels (x0, y0, x1, y1)."""
+    w, h = image_size
+    s = COMMON_DETAIL
+    x0, y0, x1, y1 = window
+    return (round(x0 * w / s), round(y0 * h / s), round(x1 * w / s), round(y1 * h / s))
