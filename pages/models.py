@@ -202,6 +202,18 @@ def render_xray(typed: Card) -> None:
     files_and_notes(card)
 
 
+def held_out_poet_rows(unseen: dict, target) -> list[tuple]:
+    """Cross-validation by poet (training and validation poems, each fold's poets left out of training)."""
+    cv = unseen.get("cross_validated")
+    if not cv:
+        return []
+    return [("80 % interval coverage, poets held out by fold",
+             f"{fmt(cv['coverage'])} (95 % CI {'–'.join(fmt(v, '.2f') for v in cv['coverage_95ci'])}; "
+             f"{cv['poems']:,} poems of {cv['poets']:,} poets, worth {cv['effective_n']:.0f} visitors)",
+             target("interval_coverage"),
+             f"half-width ±{unseen['half_width_80']:.0f} years, weighted to the poets a visitor resembles")]
+
+
 def render_poem(typed: Card) -> None:
     card = typed.raw
     target = typed.target_text
@@ -225,6 +237,7 @@ def render_poem(typed: Card) -> None:
          f"n = {unseen.get('test_n', '—')})", target("interval_coverage"),
          f"the earlier interval {fmt(unseen.get('before', {}).get('test_coverage_80'))}"),
         ("year MAE, poets never seen (years)", fmt(unseen.get("test_mae"), ".1f"), target("year_mae"), ""),
+        *held_out_poet_rows(unseen, target),
     ]), hide_index=True)
     refit = s.get("refit")
     if refit:

@@ -151,3 +151,39 @@ def test_a_random_export_is_still_an_eight_bit_film(monkeypatch):
     for _ in range(20):
         out = xray_probe.random_export(film, rng)
         assert out.dtype == np.uint8 and out.ndim == 2 and min(out.shape) >= 16
+
+
+def test_a_prolific_poet_barely_weighs_in_the_unseen_poet_interval():
+    import numpy as np
+    from poem_author_intervals import HeldOutPoets, weighted_conformal_q
+    # one canonical poet with 100 badly dated poems, nine new poets with one well-dated poem each
+    held = HeldOutPoets(np.array([300.0] * 100 + [10.0] * 9), np.array([100] * 100 + [1] * 9), np.zeros(109))
+    assert held.poets == 10
+    assert weighted_conformal_q(held.residuals, held.weights("poem")) == 300.0
+    assert weighted_conformal_q(held.residuals, held.weights("poet")) == 10.0
+    # the poets a hash split leaves wholly out of training are almost never a canon's
+    assert weighted_conformal_q(held.residuals, held.weights("unseen")) == 10.0
+    assert held.weights("unseen")[0] < 1e-40 < held.weights("unseen")[-1] == 1.0
+
+
+def test_a_poet_sits_in_one_fold_however_the_name_is_typed():
+    import pandas as pd
+    from poem_author_intervals import author_folds
+    poems = pd.DataFrame({"author": ["Emily Dickinson", " emily  DICKINSON", "", ""], "id": ["a", "b", "c", "d"]})
+    folds = author_folds(poems, 5)
+    assert folds[0] == folds[1]
+    assert list(author_folds(poems, 5)) == list(folds)  # the same on every run
+
+
+def test_unseen_poet_intervals_refit_the_year_path_per_fold_without_writing(data_dir):
+    from conftest import ROOT as root
+    before = {p.name: p.read_bytes() for p in (root / "weights" / "poem").glob("*.json")}
+    done = subprocess.run([sys.executable, "poem_author_intervals.py", "--smoke"], cwd=ROOT / "training",
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout[done.stdout.index("\n{\n") + 1:])["unseen_poets"]
+    cv = figures["cross_validated"]
+    assert [f["fold"] for f in cv["folds"]] == [0, 1]
+    assert sum(f["poems"] for f in cv["folds"]) == cv["poems"] == figures["calibration_n"] > 0
+    assert 0 <= cv["coverage"] <= 1 and figures["half_width_80"] > 0 and cv["effective_n"] > 0
+    assert {p.name: p.read_bytes() for p in (root / "weights" / "poem").glob("*.json")} == before

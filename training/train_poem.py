@@ -117,23 +117,33 @@ ERA_EDGES = np.array([1000, 1500, 1600, 1650, 1700, 1750, 1775, 1800, 1820, 1835
 def train_style(docs: list[str], Y: np.ndarray, tsel: dict, year: np.ndarray, ysel: dict, authors: np.ndarray,
                 smoke: bool):
     """Word 1-2-gram + character 2-4-gram TF-IDF (fit on training poems) with topic, era and author heads."""
+    vecs, X = style_space(docs, tsel["train"] | ysel["train"], smoke)
+    tw, tb = style_topic_heads(X, Y, tsel["train"], smoke)
+    arrays = {"topic_coef": tw, "topic_intercept": tb, **style_year_heads(X, year, ysel["train"], authors, smoke)}
+    print(f"style: {X.shape[1]} features, {len(arrays['era_years'])} eras, {len(arrays['author_names'])} authors",
+          flush=True)
+    return vecs, arrays
+
+
+def style_space(docs: list[str], rows: np.ndarray, smoke: bool) -> tuple[dict, object]:
+    """The word and character TF-IDF vectorizers fit on ``rows``, and every poem's row in that space."""
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.svm import LinearSVC
-    train = tsel["train"] | ysel["train"]
-    tr_docs = [d for d, m in zip(docs, train) if m]
+    fit_docs = [d for d, m in zip(docs, rows) if m]
     kw = dict(min_df=1 if smoke else 3, max_features=20000, sublinear_tf=True, dtype=np.float32)
-    word = TfidfVectorizer(ngram_range=(1, 2), **kw).fit(tr_docs)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), **kw).fit(tr_docs)
+    word = TfidfVectorizer(ngram_range=(1, 2), **kw).fit(fit_docs)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), **kw).fit(fit_docs)
     for v in (word, char):  # the n-grams cut by min_df / max_features: not needed, and they are text
         if hasattr(v, "stop_words_"):
             v.stop_words_ = None
     X = sp.hstack([word.transform(docs), char.transform(docs)]).tocsr() * np.float32(1 / np.sqrt(2))
+    return {"word": word, "char": char}, X
+
+
+def style_year_heads(X, year: np.ndarray, ytr: np.ndarray, authors: np.ndarray, smoke: bool) -> dict:
+    """The era head and the closest-author head over the style features of the dated poems ``ytr``."""
+    from sklearn.svm import LinearSVC
     n_feat = X.shape[1]
-
-    tw, tb = style_topic_heads(X, Y, tsel["train"], smoke)
-
-    ytr = ysel["train"]
     era = np.clip(np.searchsorted(ERA_EDGES, year[ytr], side="right") - 1, 0, len(ERA_EDGES) - 2)
     era_classes = np.unique(era)
     if len(era_classes) >= 2:
@@ -150,12 +160,9 @@ def train_style(docs: list[str], Y: np.ndarray, tsel: dict, year: np.ndarray, ys
     aw, ab = linear_rows(svc)
     a_years = pd.Series(year[keep]).groupby(authors[keep]).median()
     q, scale = quantize_rows_int8(aw)
-    arrays = {"topic_coef": tw, "topic_intercept": tb,
-              "era_coef": ew.astype(np.float16), "era_intercept": eb, "era_years": era_years,
-              "author_coef_int8": q, "author_scale": scale, "author_intercept": ab,
-              "author_years": a_years[names].to_numpy(np.float32), "author_names": np.array(names)}
-    print(f"style: {n_feat} features, {len(era_classes)} eras, {len(names)} authors", flush=True)
-    return {"word": word, "char": char}, arrays
+    return {"era_coef": ew.astype(np.float16), "era_intercept": eb, "era_years": era_years,
+            "author_coef_int8": q, "author_scale": scale, "author_intercept": ab,
+            "author_years": a_years[names].to_numpy(np.float32), "author_names": np.array(names)}
 
 
 def style_topic_heads(X, Y: np.ndarray, rows: np.ndarray, smoke: bool) -> tuple[np.ndarray, np.ndarray]:
