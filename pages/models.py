@@ -239,6 +239,9 @@ def render_poem(typed: Card) -> None:
         ("year MAE, poets never seen (years)", fmt(unseen.get("test_mae"), ".1f"), target("year_mae"), ""),
         *held_out_poet_rows(unseen, target),
     ]), hide_index=True)
+    for read in unseen.get("earlier_reads", []):
+        st.caption(f"Poets never seen, an earlier interval read on the same test poems ({read.get('note', '')}): "
+                   f"±{read['half_width_80']:.0f} years covered {fmt(read['test_coverage_80'])}.")
     refit = s.get("refit")
     if refit:
         # cards written before "train_only_design" was recorded name it as the shipped key's first part

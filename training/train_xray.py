@@ -268,8 +268,9 @@ def carried_history(previous: dict | None) -> dict:
     m, e = previous["metrics"], previous["ensemble"]
     reads = list(m.get("earlier_test_reads", []))
     rob = m.get("robustness", {})
+    member = "lung-crop" if "lung field" in previous.get("input", {}).get("resize", "") else "whole-film"
     reads.append({
-        "design": f"lung probe ({e['probe_input_size']} px, {e['probe_features']}) blended with the whole-film "
+        "design": f"lung probe ({e['probe_input_size']} px, {e['probe_features']}) blended with the {member} "
                   f"fine-tuned member at weight {e['finetuned_weight']:g}",
         "accuracy": m["test"]["accuracy"], "macro_auc": m["test"]["macro_auc"],
         "ieee8023_accuracy": ieee8023_accuracy(m["test"]),
@@ -277,7 +278,7 @@ def carried_history(previous: dict | None) -> dict:
         "min_agreement": min((r["agreement"] for r in rob.get("transforms", [])), default=None),
         "max_mean_tv": max((r["mean_tv"] for r in rob.get("transforms", [])), default=None),
         "attention_in_lungs": rob.get("attention_in_lungs", {}).get("mean_share_inside_lung_boxes"),
-        "note": "shipped until the lung-crop fine-tuned member replaced it"})
+        "note": "shipped until the next design replaced it"})
     earlier = dict(m.get("robustness_earlier", {}))
     first = next((r for r in reads if r["design"].startswith("whole-film probe")), None)
     if earlier and first and "accuracy" not in earlier:  # the figures the robustness work is measured against
