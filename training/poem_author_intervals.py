@@ -14,7 +14,7 @@
   The interval is widened to how far poem-level years (a book's year, a page's copyright year) lie from
   the same poet's mid-life or birth + 30 estimate, where a poet has both.
 
-    python training/poem_author_intervals.py            # about 30 min on 2 cores; writes both half-widths
+    python training/poem_author_intervals.py            # about 15 min on 2 cores (with the feature cache); writes both half-widths
     python training/poem_author_intervals.py --dry-run
     python training/poem_author_intervals.py --smoke    # a few hundred poems, two folds: checks the stages run
 """
