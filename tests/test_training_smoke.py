@@ -176,8 +176,7 @@ def test_a_poet_sits_in_one_fold_however_the_name_is_typed():
 
 
 def test_unseen_poet_intervals_refit_the_year_path_per_fold_without_writing(data_dir):
-    from conftest import ROOT as root
-    before = {p.name: p.read_bytes() for p in (root / "weights" / "poem").glob("*.json")}
+    before = {p.name: p.read_bytes() for p in (ROOT / "weights" / "poem").glob("*.json")}
     done = subprocess.run([sys.executable, "poem_author_intervals.py", "--smoke"], cwd=ROOT / "training",
                           capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -186,4 +185,4 @@ def test_unseen_poet_intervals_refit_the_year_path_per_fold_without_writing(data
     assert [f["fold"] for f in cv["folds"]] == [0, 1]
     assert sum(f["poems"] for f in cv["folds"]) == cv["poems"] == figures["calibration_n"] > 0
     assert 0 <= cv["coverage"] <= 1 and figures["half_width_80"] > 0 and cv["effective_n"] > 0
-    assert {p.name: p.read_bytes() for p in (root / "weights" / "poem").glob("*.json")} == before
+    assert {p.name: p.read_bytes() for p in (ROOT / "weights" / "poem").glob("*.json")} == before
