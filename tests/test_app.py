@@ -57,6 +57,14 @@ def test_xray_page_with_an_uploaded_film(chest_film):
     assert at.slider[0].value == pytest.approx(0.3)
 
 
+def test_the_attention_map_comes_with_how_far_it_can_be_trusted(chest_film):
+    at = page("xray", xray_input=(chest_film.name, chest_film.read_bytes()))
+    assert "inside the lungs" not in texts(at)
+    at.toggle[0].set_value(True).run()
+    assert not at.exception
+    assert "inside the lungs, against" in texts(at) and "not a locator" in texts(at)
+
+
 def test_xray_page_refuses_a_photo(car_photo):
     at = page("xray", xray_input=(car_photo.name, car_photo.read_bytes()))
     assert "Not analysed" in texts(at) and not at.exception

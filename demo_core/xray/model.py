@@ -181,6 +181,16 @@ class XrayModel:
         probabilities = lambda img: np.array(list(self.predict_image(img).probabilities.values()))  # noqa: E731
         return self_check(probabilities, image.gray(), np.array(list(prediction.probabilities.values())), CLASSES)
 
+    def attention_reliability(self) -> str | None:
+        """How far the attention map points at the lungs, as measured on the test films (from the card)."""
+        a = self.card.get("metrics", {}).get("robustness", {}).get("attention_in_lungs", {})
+        share, uniform = a.get("mean_share_inside_lung_boxes"), a.get("uniform_map_share")
+        if share is None or uniform is None:
+            return None
+        return (f"On {a.get('n', 'the')} test films with drawn lungs, {share:.0%} of the map's weight lay inside the "
+                f"lungs, against {uniform:.0%} for an even map: a coarse guide to what the model weighed, not a "
+                "locator of findings.")
+
     def input_description(self) -> str:
         """How the film is resized for the members, in words for the page."""
         return (f"film brought to the common detail of {COMMON_DETAIL} px (squashed), cropped to the lung field "
