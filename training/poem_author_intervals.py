@@ -85,6 +85,7 @@ def held_out_years(c: Corpus, heads: Heads, docs: list[str], out: np.ndarray, ga
     neural = neural * YEAR_STD + YEAR_MEAN
     vecs, X = style_space(docs, (c.tsel["train"] | c.ysel["train"]) & keep, smoke)
     arrays = style_year_heads(X, c.year, tr, c.authors, smoke)
+    # the year path reads no topic heads: empty ones let the shipped StyleHeads class do the reading
     no_topics = {"topic_coef": np.zeros((1, X.shape[1]), np.float16), "topic_intercept": np.zeros(1, np.float32)}
     style = StyleHeads(vecs["word"], vecs["char"], {**arrays, **no_topics}).years(X[rows])
     text_year = np.array([gate.neural_weight * n + (1 - gate.neural_weight) * s.era_year
