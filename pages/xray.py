@@ -16,7 +16,6 @@ from ui.charts import CHART_CONFIG
 from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
 
-
 run_inside_app_navigation()
 
 st.title("🩻 Chest X-ray")
@@ -120,8 +119,9 @@ with left:
     if show_heat:
         caption += " · colours: model attention, not a finding"
     st.image(annotated, caption=caption, width="stretch")
-    if show_heat and model.attention_reliability():
-        st.caption(model.attention_reliability())
+    reliability = model.attention_reliability() if show_heat else None
+    if reliability:
+        st.caption(reliability)
 
 with st.expander("What was done to the image"):
     st.write(f"Format: **{image.source_format}**, {image.size[0]} × {image.size[1]} px")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, require_data, seed_everything, write_card
-from train_poem import YEAR_MEAN, YEAR_STD, Corpus, Heads, corpus, ensure_minilm, load, style_space, \
+from train_poem import YEAR_MEAN, YEAR_STD, Corpus, Heads, corpus, ensure_minilm, style_space, style_year, \
     style_year_heads
 
 from demo_core.poem.model import _normalise_author
@@ -55,9 +55,12 @@ def poet_key(author: str, poem_id: str) -> str:
     return _normalise_author(author) or f"poem:{poem_id}"
 
 
-def author_folds(df: pd.DataFrame, folds: int) -> np.ndarray:
+def poet_keys(df: pd.DataFrame) -> pd.Series:
+    return pd.Series([poet_key(a, i) for a, i in zip(df.author, df.id)], index=df.index)
+
+
+def author_folds(keys: pd.Series, folds: int) -> np.ndarray:
     """Each poem's fold, fixed by a hash of its poet (the same on every machine): a poet sits in one fold."""
-    keys = [poet_key(a, i) for a, i in zip(df.author, df.id)]
     return np.array([int(hashlib.sha1(k.encode()).hexdigest(), 16) % folds for k in keys])
 
 
@@ -88,9 +91,8 @@ def held_out_years(c: Corpus, heads: Heads, docs: list[str], out: np.ndarray, ga
     # the year path reads no topic heads: empty ones let the shipped StyleHeads class do the reading
     no_topics = {"topic_coef": np.zeros((1, X.shape[1]), np.float16), "topic_intercept": np.zeros(1, np.float32)}
     style = StyleHeads(vecs["word"], vecs["char"], {**arrays, **no_topics}).years(X[rows])
-    text_year = np.array([gate.neural_weight * n + (1 - gate.neural_weight) * s.era_year
-                          for n, s in zip(neural, style)])
-    year = np.where([s.author_margin > gate.author_margin for s in style], [s.author_year for s in style], text_year)
+    year = style_year(neural, np.array([s.era_year for s in style]), np.array([s.author_year for s in style]),
+                      np.array([s.author_margin for s in style]), gate.neural_weight, gate.author_margin)
     return np.minimum(year, _dt.date.today().year)  # as the app caps it
 
 
@@ -124,7 +126,8 @@ class HeldOutPoets:
 
 def cross_fit(c: Corpus, folds: int, gate: StyleGate, epochs: int, smoke: bool) -> HeldOutPoets:
     docs = [style_text(t, x) for t, x in zip(c.df.title, c.df.text)]
-    fold = author_folds(c.df, folds)
+    keys = poet_keys(c.df)
+    fold = author_folds(keys, folds)
     dated = c.ysel["train"] | c.ysel["val"]
     read = np.full(len(c.df), np.nan)
     for k in range(folds):
@@ -135,7 +138,7 @@ def cross_fit(c: Corpus, folds: int, gate: StyleGate, epochs: int, smoke: bool) 
         err = np.abs(read[out & dated] - c.year[out & dated])
         print(f"fold {k}: {int((out & dated).sum())} poems held out with their poets, MAE {err.mean():.1f} "
               f"({time.time() - t0:.0f}s)", flush=True)
-    keys = pd.Series([poet_key(a, i) for a, i in zip(c.df.author, c.df.id)])[dated]
+    keys = keys[dated]
     return HeldOutPoets(np.abs(read[dated] - c.year[dated]), keys.map(keys.value_counts()).to_numpy(), fold[dated])
 
 
@@ -269,14 +272,15 @@ def main() -> None:
     half = weighted_conformal_q(held.residuals, held.weights("unseen"))
     unseen = {"split": f"training and validation poems, their poets dealt into {folds} folds by name: each fold read "
                        "by a year path trained without its poets; the residuals weighted to the mix of poets the "
-                       "split leaves unseen (a poem of a poet with n poems weighs 0.3^(n-1)) set the half-width. "
+                       f"split leaves unseen (a poem of a poet with n poems weighs {OUT_OF_TRAINING:g}^(n-1)) set "
+                       "the half-width. "
                        "Test poems of poets with no dated training poem measure it.",
               "calibration_n": int(len(held.residuals)), "calibration_poets": held.poets, "half_width_80": half,
               "half_width_80_by_mix": half_widths(held),
               "cross_validated": cross_validated_coverage(held, "unseen"),
               "cross_validated_by_mix": {m: cross_validated_coverage(held, m)["coverage"] for m in ("poet", "poem")}}
     if not args.smoke:
-        unseen |= test_read(model, load(require_data(), smoke=False), half)
+        unseen |= test_read(model, c.df, half)  # the corpus holds every poem, test ones included
     spread = label_spread(c.df)
     print(json.dumps({"unseen_poets": unseen, "author_label_spread": spread}, indent=1), flush=True)
     if not (args.dry_run or args.smoke):

@@ -343,6 +343,13 @@ class TfidfMember:
             self.X[rows], Y[rows])
 
 
+def style_year(neural_year: np.ndarray, era_year: np.ndarray, author_year: np.ndarray, margin: np.ndarray,
+               w_neural: float, gate: float) -> np.ndarray:
+    """The shipped year rule: the closest author's year where the author head's margin passes the gate, else the
+    neural year blended with the era's."""
+    return np.where(margin > gate, author_year, w_neural * neural_year + (1 - w_neural) * era_year)
+
+
 @dataclass
 class StyleMember:
     """Raw word + character n-grams: topics, and the year from era and closest author."""
@@ -369,8 +376,7 @@ class StyleMember:
         return StyleHeads(self.vecs["word"], self.vecs["char"], self.arrays).topic_probabilities(self.Xs)
 
     def year(self, neural_year: np.ndarray, w_neural: float, gate: float) -> np.ndarray:
-        text_year = w_neural * neural_year + (1 - w_neural) * self.era_year
-        return np.where(self.margin > gate, self.author_year, text_year)
+        return style_year(neural_year, self.era_year, self.author_year, self.margin, w_neural, gate)
 
     def choose_year_blend(self, neural_year: np.ndarray, year: np.ndarray, vy: np.ndarray) -> tuple[float, float]:
         """The neural weight and the author-margin gate with the lowest validation MAE."""
