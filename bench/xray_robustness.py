@@ -43,7 +43,7 @@ def attention_share(model, te, grays) -> dict:
     from demo_core.intake import LoadedImage
     from demo_core.xray.robustness import mass_inside
     members = ("blend", "finetuned", "lung_probe")
-    shares, areas = {m: [] for m in members}, []
+    shares, areas, prior_shares = {m: [] for m in members}, [], []
     for row, g in zip(te.itertuples(), grays):
         boxes = json.loads(row.lung_boxes) if isinstance(row.lung_boxes, str) else []
         if not boxes:
@@ -54,8 +54,11 @@ def attention_share(model, te, grays) -> dict:
             share, area = mass_inside(pred.attention(**kw), boxes)
             shares[m].append(share)
         areas.append(area)
+        prior_shares.append(mass_inside(pred.pooling_weights(), boxes)[0])
     out = {"n": len(areas), "mean_share_inside_lung_boxes": float(np.mean(shares["blend"])) if areas else None,
-           "uniform_map_share": float(np.mean(areas)) if areas else None}
+           "uniform_map_share": float(np.mean(areas)) if areas else None,
+           # the members pool with the lung prior: a map with no preference of its own inside the crop gives this
+           "pooling_weights_share": float(np.mean(prior_shares)) if areas else None}
     out.update({f"{m}_map_share": float(np.mean(v)) for m, v in shares.items() if m != "blend" and v})
     return out
 
@@ -124,7 +127,8 @@ def main() -> None:
     for r in rows:
         print(f"{r.transform:28s} {r.agreement:9.3f} {r.mean_tv:8.3f}  {'met' if r.meets_targets else 'MISSED'}")
     print(f"attention mass inside the lung boxes: {attention['mean_share_inside_lung_boxes']:.3f} "
-          f"(uniform map {attention['uniform_map_share']:.3f}, {attention['n']} films; one member alone: "
+          f"(uniform map {attention['uniform_map_share']:.3f}, the pooling weights alone "
+          f"{attention['pooling_weights_share']:.3f}, {attention['n']} films; one member alone: "
           + ", ".join(f"{k.removesuffix('_map_share')} {v:.3f}" for k, v in attention.items() if k.endswith("_map_share"))
           + ")")
     result = {"split": "test", "films": len(grays), "transforms": [r.to_dict() for r in rows],

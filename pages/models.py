@@ -84,6 +84,13 @@ def robustness_frame(current: dict, earlier: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pooling_baseline(att: dict) -> str:
+    """Both members pool with the lung prior, so a map with no preference of its own is not uniform."""
+    share = att.get("pooling_weights_share")
+    return "" if share is None else (f", and the members' lung-weighted pooling alone, with no preference of the "
+                                     f"model's own, {fmt(share)}")
+
+
 def render_xray_robustness(card: dict) -> None:
     """What a film from another hospital meets: exports, sources never seen, calibration, where it looks."""
     metrics = card["metrics"]
@@ -97,7 +104,8 @@ def render_xray_robustness(card: dict) -> None:
                    f"({(earlier or {}).get('design', 'whole-film members')}). Attention mass inside the lung boxes: "
                    f"{fmt(att.get('mean_share_inside_lung_boxes'))} (before "
                    f"{fmt(att_before.get('mean_share_inside_lung_boxes'))}; a uniform map would give "
-                   f"{fmt(att.get('uniform_map_share'))}; {att.get('n', 0)} test films with lung boxes; target ≥ 0.75). "
+                   f"{fmt(att.get('uniform_map_share'))}{pooling_baseline(att)}; {att.get('n', 0)} test films with "
+                   "lung boxes; target ≥ 0.75). "
                    f"Each member's own map: the lung probe {fmt(att.get('lung_probe_map_share'))}, the fine-tuned "
                    f"member {fmt(att.get('finetuned_map_share'))}.")
         previous = metrics.get("robustness_previous")

@@ -56,6 +56,7 @@ def test_folding_removes_batch_norms_and_keeps_every_output():
 def test_served_xray_networks_answer_like_the_keras_files_they_were_exported_from(xray_model, chest_film):
     # the app reads films through LiteRT copies of the trained graphs (batch norms folded); they must agree
     keras = _tf.keras()
+    import demo_core.xray.keras_layers  # noqa: F401  (the lung-prior pooling both graphs hold)
     x, x_probe, _ = xray_model.member_inputs(load_image(chest_film))
     out = xray_model._forward(x, x_probe)
     member = keras.models.load_model(task_dir("xray") / "model.keras", compile=False)(x, training=False)

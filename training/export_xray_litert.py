@@ -20,6 +20,7 @@ import numpy as np
 
 from common import ROOT, write_card
 
+import demo_core.xray.keras_layers  # noqa: F401  (registers the lung-prior pooling the X-ray graphs hold)
 from demo_core.bn_folding import load_for_inference
 from demo_core.xray.model import HEADS_FILE, LUNG_FILE, SERVED
 
@@ -95,8 +96,9 @@ def export_served(folder: Path) -> dict:
         served["files"][path.name] = {"from": f"{name}.keras", "outputs": outputs, "largest_difference": worst}
     probe_channels = nets["probe"].output["features"].shape[-1]
     np.savez(folder / HEADS_FILE,
-             finetuned_class_weights=nets["model"].get_layer("class_logits").get_weights()[0],
-             probe_class_weights=nets["probe"].get_layer("probe_logits").get_weights()[0][-probe_channels:])
+             finetuned_class_weights=nets["model"].get_layer("lung_class_logits").get_weights()[0],
+             probe_class_weights=nets["probe"].get_layer("probe_logits").get_weights()[0][-probe_channels:],
+             lung_prior=nets["model"].get_layer("lung_pooled").prior)
     card = json.loads((folder / "card.json").read_text())
     card.pop("files", None)
     card["served"] = served

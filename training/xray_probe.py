@@ -108,22 +108,27 @@ def imagenet_backbone(keras, size: int):
     return backbone
 
 
-def probe_backbone(keras, layer_names, size: int):
-    """Frozen ImageNet MobileNetV2 reading ``size`` px crops: the average-pooled ``layer_names`` (concatenated
-    in that order) for the head and the familiarity index, and the last feature map for attention."""
+def lung_pooling(prior: np.ndarray, layer: str):
+    from demo_core.xray.keras_layers import LungPriorPooling
+    return LungPriorPooling(prior, name=f"lung_pooled_{layer}")
+
+
+def probe_backbone(keras, layer_names, size: int, prior: np.ndarray):
+    """Frozen ImageNet MobileNetV2 reading ``size`` px crops: ``layer_names`` pooled with the lung prior
+    (concatenated in that order) for the head and the familiarity index, and the last feature map for attention."""
     from keras import layers
     backbone = imagenet_backbone(keras, size)
-    pooled = [layers.GlobalAveragePooling2D()(backbone.get_layer(n).output) for n in layer_names]
+    pooled = [lung_pooling(prior, n)(backbone.get_layer(n).output) for n in layer_names]
     pooled = pooled[0] if len(pooled) == 1 else layers.Concatenate()(pooled)
     return keras.Model(backbone.input, {"pooled": pooled, "features": backbone.get_layer(LAST).output})
 
 
-def pooled_features(keras, readings: dict[str, Readings], size: int) -> dict[str, dict[str, np.ndarray]]:
-    """Reading set -> layer -> average-pooled features at ``size`` px (the served, folded graph)."""
-    from keras import layers
+def pooled_features(keras, readings: dict[str, Readings], size: int,
+                    prior: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Reading set -> layer -> lung-prior-pooled features at ``size`` px (the served, folded graph)."""
     names = sorted({n for d in DESIGNS.values() for n in d["layers"]})
     backbone = imagenet_backbone(keras, size)
-    model = fold_batch_norms(keras.Model(backbone.input, {n: layers.GlobalAveragePooling2D()(
+    model = fold_batch_norms(keras.Model(backbone.input, {n: lung_pooling(prior, n)(
         backbone.get_layer(n).output) for n in names}))
     out = {}
     for key, r in readings.items():
@@ -140,9 +145,13 @@ CACHE = ROOT / ".devdata" / "probe_features"  # git-ignored; --reuse-features re
 REUSE = {"on": False, "write": False}
 
 
+def cache_path(size: int) -> Path:
+    return CACHE / f"features_{size}_lung_prior.npz"  # the prior depends on the lung network's windows too
+
+
 def cached(size: int, compute):
     """The features at ``size`` px, from the cache when --reuse-features says so; always written back."""
-    path = CACHE / f"features_{size}.npz"
+    path = cache_path(size)
     if REUSE["on"] and path.is_file():
         with np.load(path) as f:
             flat = {k: f[k] for k in f.files}
@@ -231,12 +240,12 @@ def rank_of(e: dict, targets: dict) -> tuple:
     return (e["robust"], -round(shortfall, 2), meets_targets(m, targets), m["accuracy"] + m["macro_auc"])
 
 
-def choose(keras, readings, y, src_val, p_ft, targets, sizes) -> tuple[dict, list, dict]:
+def choose(keras, readings, y, src_val, p_ft, targets, sizes, prior) -> tuple[dict, list, dict]:
     """The validation grid. ``readings()`` gives the films read the probe's way (only when features are not
     cached). Returns the chosen setting, the grid, and the chosen size's features."""
     grid, best, kept = [], None, {}
     for size in sizes:
-        feats = cached(size, lambda: pooled_features(keras, readings(), size))
+        feats = cached(size, lambda: pooled_features(keras, readings(), size, prior))
         val_keys = [k for k in feats if k.startswith("val")]
         for design, spec in DESIGNS.items():
             x_tr = design_features(feats["train"], design)
@@ -373,15 +382,18 @@ def architecture(ensemble: dict) -> str:
     return (
         "Two MobileNetV2 members, both reading only the lungs: the film is brought to the common detail of the "
         "coarsest sources (224 px), a small CNN finds the lung field, and the crop around it is histogram-equalised. "
-        "Fine-tuned member (ImageNet start, BatchNorm frozen) reading that crop at 224x224: softmax head on pooled "
-        "7x7 features, CenterNet-style opacity head (14x14 heat map + box size), logistic-regression gate on pooled "
-        f"features. Frozen ImageNet probe reading the same crop at {size}x{size}: logistic regression on the average-pooled "
-        f"features of {'every block and the last layer (standardised)' if ensemble['probe_features'] == 'all_blocks' else 'the last layer'}"
+        "Both members pool their feature maps with the lung prior: each point of the crop weighs as the share of "
+        "training films whose drawn lung boxes cover it, so the mediastinum, shoulders, corners and abdomen count "
+        "little. Fine-tuned member (ImageNet start, BatchNorm frozen) reading that crop at 224x224: logistic head on "
+        "its lung-pooled 7x7 features (refitted with the trunk frozen), CenterNet-style opacity head (14x14 heat map "
+        "+ box size), logistic-regression gate on average-pooled features. Frozen ImageNet probe reading the same "
+        f"crop at {size}x{size}: logistic regression on the lung-pooled features of "
+        f"{'every block and the last layer (standardised)' if ensemble['probe_features'] == 'all_blocks' else 'the last layer'}"
         ", trained on the training films and a random export of each. "
         f"Class probabilities = softmax(log({w:g} x fine-tuned + {1 - w:g} x probe) / {ensemble['temperature']:g}) "
-        "(weight and temperature chosen on validation). Attention = each member's class activation map, placed "
-        "on the lung crop. Both networks are served with their batch norms folded into the "
-        "convolutions.")
+        "(weight and temperature chosen on validation). Attention = each member's class activation map weighted "
+        "by the same prior, placed on the lung crop. Both networks are served with their batch norms folded into "
+        "the convolutions.")
 
 
 # ----------------------------------------------------------------------------- the whole step
@@ -390,7 +402,10 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
     """Fit, choose and export the probe member next to ``folder/model.keras`` and ``folder/lungs.keras``;
     complete the card."""
     import keras
+
+    import demo_core.xray.keras_layers  # noqa: F401  (registers the lung-prior pooling that model.keras holds)
     finetuned = keras.models.load_model(folder / "model.keras", compile=False)
+    prior = finetuned.get_layer("lung_pooled").prior  # one prior for both members
     lung_model = keras.models.load_model(folder / LUNG_FILE, compile=False)
     parts = {s: df[df.split == s] for s in ("train", "val", "test")}
     films = {s: film_grays(data, parts[s]) for s in parts}
@@ -414,7 +429,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
     card = json.loads((folder / "card.json").read_text())
     targets = card.get("targets", {})
     best, grid, feats = choose(keras, readings, {"train": y["train_views"], "val": y["val"]}, src["val"], p_ft,
-                               targets, SMOKE_SIZES if smoke else PROBE_SIZES)
+                               targets, SMOKE_SIZES if smoke else PROBE_SIZES, prior)
     size, design, w, t = best["size"], best["design"], best["w"], best["temperature"]
     print(f"chosen: {design} at {size} px, C={best['C']}, fine-tuned weight {w}, temperature {t}, "
           f"validation rank {best['rank']}", flush=True)
@@ -440,7 +455,8 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
                "lung_probe": classification_metrics(y["test"], p_probe_te, src["test"])}
     print(json.dumps({k: blend[k] for k in ("accuracy", "macro_auc", "ece", "ece_before_calibration")}), flush=True)
 
-    export_probe(keras, probe_backbone(keras, DESIGNS[design]["layers"], size), *best["rows"]).save(folder / PROBE_FILE)
+    export_probe(keras, probe_backbone(keras, DESIGNS[design]["layers"], size, prior),
+                 *best["rows"]).save(folder / PROBE_FILE)
     index.save(folder / FAMILIARITY_FILE)
     write_probe_card(folder, card, best, blend, members, grid, loso, per_source_flags, index)
     return card
@@ -460,7 +476,7 @@ def refit_familiarity(folder: Path, df: pd.DataFrame) -> None:
     """Only the familiarity index and its threshold, from the features the last full run cached (seconds)."""
     card = json.loads((folder / "card.json").read_text())
     e = card["ensemble"]
-    if not (CACHE / f"features_{e['probe_input_size']}.npz").is_file():
+    if not cache_path(e["probe_input_size"]).is_file():
         raise SystemExit(f"no cached features in {CACHE}: run train_xray.py or xray_probe.py in full first")
     REUSE["on"] = True
     feats = cached(e["probe_input_size"], compute=None)

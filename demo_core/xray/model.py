@@ -6,7 +6,9 @@ borders or gamma barely move them.  The fine-tuned network gives, in one
 forward pass over that crop, its class probabilities, the opacity heat map and
 box sizes, the chest X-ray gate and the final feature map used for the
 attention map.  The second member is a linear probe on frozen ImageNet
-MobileNetV2 features of the same crop.  All three networks (the lung field's
+MobileNetV2 features of the same crop.  Both pool their feature maps with the
+lung prior (``lung_prior``), so the mediastinum, shoulders and corners of the
+crop count little in the answer.  All three networks (the lung field's
 too) are served through LiteRT (``demo_core.served``): no TensorFlow import,
 a few milliseconds a reading.  The shipped probabilities blend both
 with the card's weight and are calibrated with the card's temperature; the
@@ -29,13 +31,14 @@ from ..stats import tempered
 from .boxes import boxes_in_window
 from .familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from .labels import CLASSES
+from .lung_prior import prior_over
 from .preprocess import (COMMON_DETAIL, INPUT_SIZE, LungReading, common_detail, crop_window, lung_net_input,
                          member_input, probe_input)
 
 PROBE_FILE = "probe.keras"
 LUNG_FILE = "lungs.keras"
 SERVED = ("model", "probe", "lungs")  # NAME.keras as trained, NAME.tflite as served (export_xray_litert.py)
-HEADS_FILE = "heads.npz"  # each member's class weights over its last feature map, for the attention maps
+HEADS_FILE = "heads.npz"  # each member's class weights over its last feature map and the lung prior: attention maps
 UNFAMILIAR_MESSAGE = ("This film is unlike the films the model learnt from (another hospital, scanner, export or "
                       "processing, or not an adult frontal chest film). Treat the answer with extra caution.")
 # Colour photos are refused before the gate: radiographs are grey.
@@ -91,18 +94,33 @@ class XrayPrediction:
     def attention(self, class_name: str | None = None, member: str = "blend") -> np.ndarray:
         """Class activation map in [0, 1], at the input image's size, zero outside the lung crop both members read.
 
-        For a global-average-pool + linear head, Grad-CAM's channel weights are exactly the head's weights, so no
-        gradient pass is needed. The two members' maps are weighted as their probabilities are (``"blend"``), or
-        one member's map alone (``"finetuned"``, ``"lung_probe"``).
+        Each member pools its feature map with the lung prior and a linear head, so each cell's share of the class
+        score is its prior weight times the head's weights over its features (Grad-CAM for this head, no gradient
+        pass needed); the map spreads that share over the cell's pixels by the prior (``lung_prior``). The two
+        members' maps are weighted as their probabilities are (``"blend"``), or one member's map alone
+        (``"finetuned"``, ``"lung_probe"``).
         """
         if self._attention is None or self.lungs is None:
             raise InputError("No features kept for this prediction.")
         k = CLASSES.index(class_name or self.label)
         window = self.lungs.window_in_image(self.image_size)
         a = self._attention
-        maps = [_member_map(f, w[:, k], window, self.image_size) for f, w in zip(a.features, a.class_weights)]
+        maps = [_member_map(f, w[:, k], window, self.image_size, a.lung_prior)
+                for f, w in zip(a.features, a.class_weights)]
         weight = {"blend": a.finetuned_weight, "finetuned": 1.0, "lung_probe": 0.0}[member]
         return _unit(weight * maps[0] + (1 - weight) * maps[1]).clip(0, 1)
+
+    def pooling_weights(self) -> np.ndarray:
+        """How both members weigh each pixel of the film when pooling, in [0, 1] at the input image's size: the
+        lung prior over the crop, zero outside it. An attention map with no preference of its own looks like this."""
+        if self._attention is None or self.lungs is None:
+            raise InputError("No features kept for this prediction.")
+        w, h = self.image_size
+        x0, y0, x1, y1 = self.lungs.window_in_image(self.image_size)
+        full = np.zeros((h, w), np.float32)
+        if x1 > x0 and y1 > y0:
+            full[y0:y1, x0:x1] = prior_over(self._attention.lung_prior, x1 - x0, y1 - y0)
+        return full
 
     def annotated(self, pixels: np.ndarray, threshold: float, *, attention: bool = False):
         """The film as the page shows it (a PIL image, at most 1,280 px): boxes at or above ``threshold``, the lung
@@ -118,6 +136,7 @@ class _AttentionInputs:
     features: tuple[np.ndarray, np.ndarray]  # (fine-tuned, probe), each (grid, grid, channels)
     class_weights: tuple[np.ndarray, np.ndarray]  # each (channels, 4): shared with the model, not copied
     finetuned_weight: float
+    lung_prior: np.ndarray  # (PRIOR_SIZE, PRIOR_SIZE): how both members weigh the crop when pooling
 
 
 class XrayModel:
@@ -141,6 +160,7 @@ class XrayModel:
         # more pooled layers; these are the rows that map onto its last feature map).
         self._class_weights = heads["finetuned_class_weights"]  # (1280, 4)
         self._probe_weights = heads["probe_class_weights"]
+        self.lung_prior = heads["lung_prior"]  # the pooling weights both graphs hold, for the attention maps
         self.predict_image(LoadedImage(np.full((256, 256, 3), 128, np.uint8), "warm-up"))  # first reading
 
     def _forward(self, x: np.ndarray, x_probe: np.ndarray) -> dict[str, np.ndarray]:
@@ -187,9 +207,11 @@ class XrayModel:
         share, uniform = a.get("mean_share_inside_lung_boxes"), a.get("uniform_map_share")
         if share is None or uniform is None:
             return None
+        pooling = a.get("pooling_weights_share")
+        baseline = f"{uniform:.0%} for an even map" + (
+            "" if pooling is None else f" and {pooling:.0%} for the model's lung weighting alone")
         return (f"On {a.get('n', 'the')} test films with drawn lungs, {share:.0%} of the map's weight lay inside the "
-                f"lungs, against {uniform:.0%} for an even map: a coarse guide to what the model weighed, not a "
-                "locator of findings.")
+                f"lungs, against {baseline}: a coarse guide to what the model weighed, not a locator of findings.")
 
     def input_description(self) -> str:
         """How the film is resized for the members, in words for the page."""
@@ -219,7 +241,8 @@ class XrayModel:
         blend = w * out["probabilities"][0].astype(float) + (1 - w) * out["probe_probabilities"][0].astype(float)
         probs = tempered(blend, self.temperature)
         attention = _AttentionInputs((out["features"][0], out["probe_features"][0]),
-                                     (self._class_weights, self._probe_weights), self.finetuned_weight)
+                                     (self._class_weights, self._probe_weights), self.finetuned_weight,
+                                     self.lung_prior)
         familiarity = float(self.familiarity_index.scores(out["probe_pooled"])[0])
         heat = out["heatmap"][0, ..., 0]
         size = out["box_size"][0]
@@ -248,15 +271,17 @@ class XrayModel:
 
 
 def _member_map(features: np.ndarray, weights: np.ndarray, window: tuple[int, int, int, int],
-                image_size: tuple[int, int]) -> np.ndarray:
-    """One member's map on its own grid (7x7 at 224 px, 12x12 at 384), brought to the part of the film it read."""
+                image_size: tuple[int, int], prior: np.ndarray) -> np.ndarray:
+    """One member's map on its own grid (7x7 at 224 px, 12x12 at 384), brought to the part of the film it read
+    and weighted there as its pooling weighs it."""
     cam = _unit(np.maximum(features @ weights, 0)).astype(np.float32)
     w, h = image_size
     x0, y0, x1, y1 = window
     full = np.zeros((h, w), np.float32)
     if x1 > x0 and y1 > y0:
-        full[y0:y1, x0:x1] = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    return full
+        smooth = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        full[y0:y1, x0:x1] = smooth * prior_over(prior, x1 - x0, y1 - y0)
+    return _unit(full)
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
