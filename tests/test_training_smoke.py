@@ -119,6 +119,23 @@ def test_the_gpu_pack_round_trips_films_and_boxes_without_the_test_split(tmp_pat
         assert np.abs(img.astype(int) - films[i][0]).mean() < 2  # JPEG q92 on a smooth film
 
 
+def test_a_reframed_training_view_moves_its_boxes_and_lung_window_with_the_film(monkeypatch):
+    # with --reframe the member learns from films cut or padded at their borders, as another export frames them
+    import numpy as np
+    monkeypatch.syspath_prepend(str(ROOT / "training"))
+    from finetune_xray import PRELOAD, REFRAME_DETAIL, reframed
+
+    film = np.zeros((REFRAME_DETAIL, REFRAME_DETAIL), np.uint8)
+    film[100:300, 60:200] = 255  # a bright patch at (30, 50)-(100, 150) in common-detail pixels
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        common, boxes, window = reframed(film, [[30, 50, 100, 150]], (20, 30, 200, 190), rng)
+        ys, xs = np.nonzero(common > 128)
+        assert common.shape == (PRELOAD, PRELOAD)
+        np.testing.assert_allclose(boxes[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.5)
+        assert 0 <= window[0] < window[2] <= PRELOAD and 0 <= window[1] < window[3] <= PRELOAD
+
+
 def test_xray_probe_weights_films_like_the_fine_tuned_member_and_selects_robust_settings_first(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "training"))
     import numpy as np

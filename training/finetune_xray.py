@@ -121,6 +121,41 @@ def jittered_window(window: Window, rng: np.random.Generator, size: int = PRELOA
     return int(box[0]), int(box[1]), int(np.ceil(box[2])), int(np.ceil(box[3]))
 
 
+REFRAME_DETAIL = 2 * COMMON_DETAIL  # px: a film kept this fine can be cut and squashed again as an export would be
+REFRAME_SHARE = 0.5  # of the training views (with --reframe)
+MAX_CUT, MAX_PAD = 0.10, 0.04  # per side, as fractions of the film
+
+
+def preload_detailed(data: Path, df: pd.DataFrame) -> dict[int, np.ndarray]:
+    """The films of ``df`` squashed to REFRAME_DETAIL px (for ``reframed``)."""
+    return {i: cv2.resize(g, (REFRAME_DETAIL, REFRAME_DETAIL), interpolation=cv2.INTER_AREA
+                          if min(g.shape) >= REFRAME_DETAIL else cv2.INTER_LINEAR)
+            for i, g in zip(df.index, film_grays(data, df))}
+
+
+def reframed(detailed: np.ndarray, boxes: list, window: Window, rng: np.random.Generator):
+    """The film as an export with other borders reaches the member: each side cut by up to 10 % or padded by up
+    to 4 %, then squashed to the common detail again (so a cut film's lungs get more pixels, as they do in the
+    app). Its opacity boxes and lung window move with it; the lung network would find the window again, and the
+    member's own window jitter covers its error. Returns (common-detail film, boxes, window) like ``Films``."""
+    s = detailed.shape[0]
+    cut = rng.uniform(-MAX_PAD, MAX_CUT, 4) * s  # left, top, right, bottom; < 0 pads
+    pad = int(np.ceil(max(0.0, -cut.min())))
+    canvas = cv2.copyMakeBorder(detailed, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    x0, y0, x1, y1 = (int(round(v)) for v in (cut[0], cut[1], s - cut[2], s - cut[3]))
+    common = cv2.resize(canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad], (PRELOAD, PRELOAD), interpolation=cv2.INTER_AREA)
+    k, sx, sy = s / PRELOAD, PRELOAD / (x1 - x0), PRELOAD / (y1 - y0)
+
+    def moved(b):
+        return np.clip([(b[0] * k - x0) * sx, (b[1] * k - y0) * sy, (b[2] * k - x0) * sx, (b[3] * k - y0) * sy],
+                       0, PRELOAD)
+    new_boxes = [m.tolist() for m in map(moved, boxes) if m[2] - m[0] > 2 and m[3] - m[1] > 2]
+    w = moved(window)
+    if w[2] - w[0] < 16 or w[3] - w[1] < 16:
+        return common, new_boxes, window
+    return common, new_boxes, (int(w[0]), int(w[1]), int(np.ceil(w[2])), int(np.ceil(w[3])))
+
+
 def augment(common: np.ndarray, boxes: list, window: Window, rng: np.random.Generator):
     """The member's input after a random export: the window moved, contrast, detail, blur, JPEG and noise
     jittered. Returns the input and the opacity boxes in its 224 px frame."""
@@ -185,12 +220,13 @@ def size_loss(y_true, size_pred):
 
 def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int = 14, batch: int = 32,
              lr: float = 3e-4, seed: int = 0, workers: int = 1, stop_after: int | None = None,
-             time_budget_s: float = 1e9, init: Path | None = None, log=print):
+             time_budget_s: float = 1e9, init: Path | None = None, detailed: dict | None = None, log=print):
     """Return (model, history): ``train_xray.build_model`` trained on the train split, best validation epoch kept.
 
     ``x_val`` are the validation films as the model sees them (same order as ``df``'s val rows).
     The learning-rate schedule spans ``epochs``; ``stop_after`` (or the time budget) ends the run earlier.
     ``init``: start from these weights (an earlier run's) instead of ImageNet's: a second learning-rate cycle.
+    ``detailed``: the training films at REFRAME_DETAIL px; then REFRAME_SHARE of the views are ``reframed`` first.
     """
     import keras
     from keras import ops
@@ -220,7 +256,10 @@ def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int =
             rng = np.random.default_rng((seed, self.epoch, k))
             xs, ys, heats, sizes = [], [], [], []
             for i in rng.choice(idx, size=batch, p=pick_p):
-                x, boxes = augment(*films[i], rng)
+                film = films[i]
+                if detailed is not None and rng.random() < REFRAME_SHARE:
+                    film = reframed(detailed[i], film[1], film[2], rng)
+                x, boxes = augment(*film, rng)
                 h, s, m = heat_targets(boxes)
                 dv = np.full((GRID, GRID, 1), dv_all[row_of[i]], np.float32)
                 xs.append(x); ys.append(y_all[row_of[i]])
@@ -287,8 +326,12 @@ def main() -> None:
     ap.add_argument("--time-budget", type=float, default=1e9, help="seconds; stops after the epoch that passes it")
     ap.add_argument("--init", type=Path, help="STEM.weights.h5 of an earlier run to start from (a second cycle)")
     ap.add_argument("--lungs", type=Path, default=DEFAULT_LUNGS, help="the lung-field network whose windows it reads")
+    ap.add_argument("--reframe", action="store_true", help="half the training views cut or padded at the film's "
+                    "borders and squashed again, as another export frames the film (needs the data directory)")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
+    if args.reframe and args.pack:
+        raise SystemExit("--reframe reads the films at twice the common detail from the data directory, not a pack")
     seed_everything(args.seed)
     if args.pack:
         df, films = read_pack(args.pack)
@@ -306,17 +349,18 @@ def main() -> None:
     # Validation films as the app sees them (from the pack, a JPEG copy of the common-detail film; the CPU
     # machine re-scores the chosen weights on the original files).
     x_val = member_inputs_of(films, df[df.split == "val"].index)
+    detailed = preload_detailed(data, df[df.split == "train"]) if args.reframe else None
     t0 = time.time()
     model, history = finetune(df, films, x_val, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
                               workers=args.workers, stop_after=args.stop_after, time_budget_s=args.time_budget,
-                              init=args.init, log=lambda m: print(m, flush=True))
+                              init=args.init, detailed=detailed, log=lambda m: print(m, flush=True))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     clean = build_model(keras)  # weights only, no optimizer state: small enough to come back from a GPU machine
     clean.set_weights(model.get_weights())
     clean.save_weights(args.out.with_suffix(".weights.h5"))
     args.out.with_suffix(".json").write_text(json.dumps(
         {"backend": keras.backend.backend(), "device": compute_device(), "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
-         "seed": args.seed, "epochs_run": len(history), "seconds": round(time.time() - t0),
+         "seed": args.seed, "epochs_run": len(history), "seconds": round(time.time() - t0), "reframe": args.reframe,
          "lungs_sha256": sha256(args.lungs) if args.lungs.is_file() else None,
          "init": None if args.init is None else json.loads(args.init.with_name(
              args.init.name.removesuffix(".weights.h5") + ".json").read_text()),
