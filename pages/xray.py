@@ -110,7 +110,9 @@ with right:
     st.caption("AP = average precision of that class on held-out films (from the model card): how much to "
                "trust that bar. 'Indeterminate' had only a few dozen training films.")
     threshold = st.slider("Opacity box score threshold", 0.05, 0.95, model.default_threshold, 0.05)
-    show_heat = st.toggle("Show model attention", help="Class activation map for the top class.")
+    show_heat = st.toggle("Show model attention",
+                          help="Class activation map for the top class: which parts of the lung crop the answer came "
+                               "from. The model weighs the lungs more than the space between and around them.")
 
 with left:
     boxes = result.boxes_above(threshold)
