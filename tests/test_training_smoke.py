@@ -158,6 +158,26 @@ def test_xray_probe_weights_films_like_the_fine_tuned_member_and_selects_robust_
     assert not xray_probe.evaluate_setting(y, src, steady, flipping, 0.0)["robust"]
 
 
+def test_the_probe_head_can_be_blind_to_how_an_export_moves_a_film(monkeypatch):
+    # training films, then one export of each that shifts them along one direction the classes do not depend on
+    import numpy as np
+    monkeypatch.syspath_prepend(str(ROOT / "training"))
+    import xray_probe
+
+    rng = np.random.default_rng(0)
+    n, d = 120, 6
+    y = np.arange(n) % 4
+    films = rng.normal(size=(n, d)) + np.eye(4, d)[y] * 4
+    drift = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 1.0]) / np.sqrt(2)
+    exports = films + rng.normal(0, 2, (n, 1)) * drift
+    x = np.concatenate([films, exports])
+    directions = xray_probe.export_directions(x, n, standardise=True)
+    w, b = xray_probe.fit_head(x, np.concatenate([y, y]), 1.0, True, directions[:, :1])
+    moved = films + 3.0 * drift * x.std(0)  # three export-sized steps along the drift, in raw units
+    np.testing.assert_allclose(films @ w + b, moved @ w + b, atol=0.02 * np.abs(films @ w).max())  # without: ~3 %
+    assert ((films @ w + b).argmax(1) == y).mean() > 0.9  # and it still reads the classes
+
+
 def test_a_random_export_is_still_an_eight_bit_film(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "training"))
     import numpy as np

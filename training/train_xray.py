@@ -342,9 +342,12 @@ def carried_history(previous: dict | None) -> dict:
     reads = list(m.get("earlier_test_reads", []))
     rob = m.get("robustness", {})
     member = "lung-crop" if "lung field" in previous.get("input", {}).get("resize", "") else "whole-film"
+    pooling = ", both pooled with the lung prior" if "lung_prior" in previous else ""
+    removed = e.get("probe_removed_export_directions")
+    blind = f", the probe blind to {removed} export directions" if removed else ""
     reads.append({
         "design": f"lung probe ({e['probe_input_size']} px, {e['probe_features']}) blended with the {member} "
-                  f"fine-tuned member at weight {e['finetuned_weight']:g}",
+                  f"fine-tuned member at weight {e['finetuned_weight']:g}{pooling}{blind}",
         "accuracy": m["test"]["accuracy"], "macro_auc": m["test"]["macro_auc"],
         "ieee8023_accuracy": ieee8023_accuracy(m["test"]),
         "ece": m["test"].get("ece"), "opacity_ap50": m["test"].get("opacity_ap50"),

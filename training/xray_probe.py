@@ -55,6 +55,9 @@ DESIGNS = {
 PROBE_SIZES = (224, 384)
 SMOKE_SIZES = (224,)
 W_GRID = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))  # weight of the fine-tuned member
+# How many of the directions an export moves the probe's features along its head ignores (0: none; validation
+# chooses, with the rest of the grid).
+REMOVED_DIRECTIONS = (0, 64)
 EXPORTS_PER_FILM = 1  # a random export of each training film, beside the film itself
 ROBUSTNESS_FILMS = 200  # validation films whose transformed copies the selection rule reads (all 433 cost 2x)
 MIN_SOURCE_FILMS = 30  # sources held out in turn
@@ -78,6 +81,11 @@ def random_export(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.6:
         gray = cv2.imdecode(cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(35, 96))])[1], 0)
     return np.ascontiguousarray(gray)
+
+
+def n_films_of(train_views: np.ndarray) -> int:
+    """How many training films a row set of the films and their exports (films first) holds."""
+    return len(train_views) // (EXPORTS_PER_FILM + 1)
 
 
 def robustness_subset(n_val: int) -> np.ndarray:
@@ -179,17 +187,39 @@ def film_weights(y: np.ndarray) -> np.ndarray:
     return w * len(w) / w.sum()
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, c: float, standardise: bool) -> tuple[np.ndarray, np.ndarray]:
+def standardiser(x: np.ndarray, standardise: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not standardise:
+        return np.zeros(x.shape[1]), np.ones(x.shape[1])
+    return x.mean(0), x.std(0) + 1e-6
+
+
+def export_directions(x: np.ndarray, n_films: int, standardise: bool) -> np.ndarray:
+    """The feature directions along which a random export moves a training film, most first: (d, n_films) at
+    most. ``x``'s rows are the training films (the first ``n_films``) and then one export of each, in order; the
+    directions live in the head's own (standardised) space."""
+    mean, scale = standardiser(x, standardise)
+    z = (x - mean) / scale
+    moves = z[:n_films] - z[n_films:2 * n_films]
+    return np.linalg.svd(moves - moves.mean(0), full_matrices=False)[2].T.astype(np.float32)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, c: float, standardise: bool,
+             removed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Logistic regression; standardisation is folded into the returned (weights, bias) so the exported
-    head reads the raw pooled features."""
+    head reads the raw pooled features. ``removed``: directions (d, k) of the standardised features the head must
+    not read (an export's moves, ``export_directions``); they are projected out before fitting, and the weights
+    come out orthogonal to them, so a film moved along them gets the same answer."""
     from sklearn.linear_model import LogisticRegression
-    mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    if standardise:
-        mean, scale = x.mean(0), x.std(0) + 1e-6
+    mean, scale = standardiser(x, standardise)
+    z = (x - mean) / scale
+    if removed is not None and removed.shape[1]:
+        z = z - (z @ removed) @ removed.T
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs convergence notes on tiny smoke sets
-        clf = LogisticRegression(C=c, max_iter=3000).fit((x - mean) / scale, y, sample_weight=film_weights(y))
+        clf = LogisticRegression(C=c, max_iter=3000).fit(z, y, sample_weight=film_weights(y))
     w, b = four_class_rows(clf)
+    if removed is not None and removed.shape[1]:
+        w = w - removed @ (removed.T @ w)
     w = w / scale[:, None].astype(np.float32)
     return w, (b - mean.astype(np.float32) @ w).astype(np.float32)
 
@@ -249,23 +279,25 @@ def choose(keras, readings, y, src_val, p_ft, targets, sizes, prior) -> tuple[di
         val_keys = [k for k in feats if k.startswith("val")]
         for design, spec in DESIGNS.items():
             x_tr = design_features(feats["train"], design)
-            for c in spec["C"]:
-                rows = fit_head(x_tr, y["train"], c, spec["standardise"])
+            directions = export_directions(x_tr, n_films_of(y["train"]), spec["standardise"])
+            for removed, c in ((r, c) for r in REMOVED_DIRECTIONS for c in spec["C"]):
+                rows = fit_head(x_tr, y["train"], c, spec["standardise"], directions[:, :removed])
                 p_probe = {k: softmax(design_features(feats[k], design) @ rows[0] + rows[1]) for k in val_keys}
                 for w in W_GRID:
                     e = evaluate_setting(y["val"], src_val, p_ft, p_probe, w)
                     m = e["metrics"]
                     rank = rank_of(e, targets)
                     grid.append({"input_size": size, "features": design, "C": c, "finetuned_weight": w,
+                                 "removed_export_directions": removed,
                                  "val_accuracy": m["accuracy"], "val_macro_auc": m["macro_auc"],
                                  "val_ieee8023_accuracy": ieee8023_accuracy(m), "temperature": e["temperature"],
                                  "val_min_agreement": e["min_agreement"], "val_max_mean_tv": e["max_mean_tv"],
                                  "val_robust": e["robust"], "val_meets_targets": rank[2]})
                     if best is None or rank > best["rank"]:
                         best = {"rank": rank, "size": size, "design": design, "C": c, "w": w, "rows": rows,
-                                "temperature": e["temperature"], "val": e}
+                                "removed": removed, "temperature": e["temperature"], "val": e}
             print(f"probe grid: {size} px {design} done; best so far {best['size']} px {best['design']} "
-                  f"C={best['C']} w={best['w']} rank={best['rank']}", flush=True)
+                  f"C={best['C']} w={best['w']} removed={best['removed']} rank={best['rank']}", flush=True)
             print("  per transform: " + json.dumps(best["val"]["per_transform"]), flush=True)
         if best["size"] == size:
             kept = feats
@@ -319,7 +351,9 @@ def leave_one_source_out(x_tr, y_tr, src_tr, x_all, y_all, src_all, best) -> dic
         keep = src_tr != s
         if len(np.unique(y_tr[keep])) < 2:
             continue
-        rows = fit_head(x_tr[keep], y_tr[keep], best["C"], DESIGNS[best["design"]]["standardise"])
+        standardise = DESIGNS[best["design"]]["standardise"]
+        removed = export_directions(x_tr[keep], n_films_of(y_tr[keep]), standardise)[:, :best["removed"]]
+        rows = fit_head(x_tr[keep], y_tr[keep], best["C"], standardise, removed)
         p = calibrated(softmax(x_all[src_all == s] @ rows[0] + rows[1]), best["temperature"])
         right = int((p.argmax(1) == y_all[src_all == s]).sum())
         n = int((src_all == s).sum())
@@ -389,7 +423,9 @@ def architecture(ensemble: dict) -> str:
         "+ box size), logistic-regression gate on average-pooled features. Frozen ImageNet probe reading the same "
         f"crop at {size}x{size}: logistic regression on the lung-pooled features of "
         f"{'every block and the last layer (standardised)' if ensemble['probe_features'] == 'all_blocks' else 'the last layer'}"
-        ", trained on the training films and a random export of each. "
+        ", trained on the training films and a random export of each"
+        + (f", blind to the {ensemble['probe_removed_export_directions']} feature directions those exports move the "
+           "films along most" if ensemble.get("probe_removed_export_directions") else "") + ". "
         f"Class probabilities = softmax(log({w:g} x fine-tuned + {1 - w:g} x probe) / {ensemble['temperature']:g}) "
         "(weight and temperature chosen on validation). Attention = each member's class activation map weighted "
         "by the same prior, placed on the lung crop. Both networks are served with their batch norms folded into "
@@ -525,6 +561,7 @@ def write_probe_card(folder, card, best, blend, members, grid, loso, flags, inde
                 "boxes (anatomy, no classes).",
         "sources": loso}
     card["ensemble"] = {"finetuned_weight": best["w"], "probe_C": best["C"], "probe_features": best["design"],
+                        "probe_removed_export_directions": best["removed"],
                         "probe_input_size": best["size"], "probe_layers": list(DESIGNS[best["design"]]["layers"]),
                         "probe_standardised": DESIGNS[best["design"]]["standardise"],
                         "probe_reading": "lung crop at common detail, histogram-equalised",
