@@ -104,8 +104,8 @@ class XrayPrediction:
             raise InputError("No features kept for this prediction.")
         k = CLASSES.index(class_name or self.label)
         window = self.lungs.window_in_image(self.image_size)
-        a = self._attention
-        maps = [_member_map(f, w[:, k], window, self.image_size, a.lung_prior)
+        a, pooling = self._attention, self.pooling_weights()
+        maps = [_unit(_member_map(f, w[:, k], window, self.image_size) * pooling)
                 for f, w in zip(a.features, a.class_weights)]
         weight = {"blend": a.finetuned_weight, "finetuned": 1.0, "lung_probe": 0.0}[member]
         return _unit(weight * maps[0] + (1 - weight) * maps[1]).clip(0, 1)
@@ -271,17 +271,16 @@ class XrayModel:
 
 
 def _member_map(features: np.ndarray, weights: np.ndarray, window: tuple[int, int, int, int],
-                image_size: tuple[int, int], prior: np.ndarray) -> np.ndarray:
+                image_size: tuple[int, int]) -> np.ndarray:
     """One member's map on its own grid (7x7 at 224 px, 12x12 at 384), brought to the part of the film it read
-    and weighted there as its pooling weighs it."""
+    (before the pooling weights)."""
     cam = _unit(np.maximum(features @ weights, 0)).astype(np.float32)
     w, h = image_size
     x0, y0, x1, y1 = window
     full = np.zeros((h, w), np.float32)
     if x1 > x0 and y1 > y0:
-        smooth = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-        full[y0:y1, x0:x1] = smooth * prior_over(prior, x1 - x0, y1 - y0)
-    return _unit(full)
+        full[y0:y1, x0:x1] = cv2.resize(cam, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    return full
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
