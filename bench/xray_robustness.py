@@ -125,7 +125,7 @@ def main() -> None:
     print(f"{len(grays)} test films, {time.time() - t0:.0f} s")
     print(f"{'transform':28s} {'agreement':>9s} {'mean TV':>8s}  targets (>= 0.95, <= 0.05)")
     for r in rows:
-        print(f"{r.transform:28s} {r.agreement:9.3f} {r.mean_tv:8.3f}  {'met' if r.meets_targets else 'MISSED'}")
+        print(f"{r.transform:28s} {r.agreement:9.3f} {r.mean_tv:8.4f}  {'met' if r.meets_targets else 'MISSED'}")
     print(f"attention mass inside the lung boxes: {attention['mean_share_inside_lung_boxes']:.3f} "
           f"(uniform map {attention['uniform_map_share']:.3f}, the pooling weights alone "
           f"{attention['pooling_weights_share']:.3f}, {attention['n']} films; one member alone: "

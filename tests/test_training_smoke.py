@@ -105,18 +105,23 @@ def test_the_gpu_pack_round_trips_films_and_boxes_without_the_test_split(tmp_pat
     import pandas as pd
     monkeypatch.syspath_prepend(str(ROOT / "training"))
     from finetune_xray import PRELOAD, read_pack, write_pack
+    from demo_core.xray.preprocess import lung_crop
 
     rng = np.random.default_rng(0)
-    films = {i: (smooth_film(rng, PRELOAD), [[10.0, 20.0, 100.0 + i, 120.0]], (8, 12, 200 + i, 210)) for i in range(3)}
+    films = {}
+    for i in range(3):
+        common, window = smooth_film(rng, PRELOAD), (8, 12, 200 + i, 210)
+        films[i] = (common, [[10.0, 20.0, 100.0 + i, 120.0]], window, lung_crop(common, window))
     df = pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "source": "covidquex", "label": "typical", "y": 1,
                        "det_valid": True, "split": ["train", "val", "test"], "width": 512, "height": 512})
     write_pack(df, films, tmp_path / "pack.npz")
     back, back_films = read_pack(tmp_path / "pack.npz")
     assert back.split.tolist() == ["train", "val"]  # the test split never travels
     for row, i in zip(back.index, (0, 1)):
-        img, boxes, window = back_films[row]
+        img, boxes, window, crop = back_films[row]
         assert img.shape == (PRELOAD, PRELOAD) and boxes == films[i][1] and window == films[i][2]
         assert np.abs(img.astype(int) - films[i][0]).mean() < 2  # JPEG q92 on a smooth film
+        assert np.array_equal(crop, films[i][3])  # the member's validation input travels exactly
 
 
 def test_a_reframed_training_view_moves_its_boxes_and_lung_window_with_the_film(monkeypatch):

@@ -65,16 +65,17 @@ def real_readings(folder: Path, probe_size: int) -> dict[str, list[np.ndarray]]:
 
     from demo_core.examples import xray_examples
     from demo_core.intake import load_image
-    from demo_core.xray.preprocess import common_detail, crop_window, lung_net_input, member_input, probe_input
+    from demo_core.xray.preprocess import (common_detail, crop_window, lung_crop, lung_field, lung_net_input,
+                                           member_input, probe_input)
     lungs = keras.models.load_model(folder / LUNG_FILE, compile=False)
     out: dict[str, list[np.ndarray]] = {"lungs": [], "model": [], "probe": []}
     for example in xray_examples()[:3]:
-        common = common_detail(load_image(example.path.read_bytes(), name=example.path.name).gray())
-        field = np.asarray(lungs(lung_net_input(common)[None], training=False))[0]
-        window = crop_window(field)
-        out["lungs"].append(lung_net_input(common))
-        out["model"].append(member_input(common, window))
-        out["probe"].append(probe_input(common, window, probe_size))
+        gray = load_image(example.path.read_bytes(), name=example.path.name).gray()
+        field = lung_field(lambda x: np.asarray(lungs(x, training=False)), [gray])[0]
+        crop = lung_crop(gray, crop_window(field))
+        out["lungs"].append(lung_net_input(common_detail(gray)))
+        out["model"].append(member_input(crop))
+        out["probe"].append(probe_input(crop, probe_size))
     return out
 
 

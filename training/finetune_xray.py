@@ -1,9 +1,10 @@
 """Fine-tune the X-ray network (class head + opacity head) in backend-agnostic Keras 3.
 
 The network reads what the app gives it: the lung crop of the film at the common level of detail
-(``demo_core.xray.preprocess.member_input``), found by the lung-field network (``train_lungs.py``), so
-borders, markers, burnt-in text and each source's resolution never reach it. Augmentation jitters
-that window (as another export's framing moves it) and the crop's contrast, detail, blur, JPEG and noise.
+(``demo_core.xray.preprocess.lung_crop`` and ``member_input``), found by the lung-field network
+(``train_lungs.py``), so borders, markers, burnt-in text and each source's resolution never reach it.
+Augmentation jitters that window (as another export's framing moves it), cutting it from the film kept at
+224 px, and the crop's contrast, detail, blur, JPEG and noise; validation reads the app's own crops.
 
 ``train_xray.py`` calls :func:`finetune` with TensorFlow on the CPU (14 epochs, about
 an hour on 2 cores).  The same recipe can run longer on a GPU machine that only has
@@ -38,7 +39,7 @@ from xray_common import (CLASS_WEIGHTS, build_model, classification_metrics, fil
                          read_lungs)
 
 from demo_core.xray.model import LUNG_FILE
-from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, member_input
+from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, lung_crop, member_input
 from demo_core.xray.split import load_manifest
 
 PRELOAD = COMMON_DETAIL  # each film is kept at the common detail; its lung crop is cut from it
@@ -48,8 +49,9 @@ PACK_COLUMNS = ["file", "source", "label", "y", "det_valid", "split", "width", "
 DEFAULT_LUNGS = ROOT / "weights" / "xray" / LUNG_FILE
 
 Window = tuple[int, int, int, int]
-# manifest index -> (the film at the common detail, its opacity boxes there, its lung window there)
-Films = dict[int, tuple[np.ndarray, list[list[float]], Window]]
+# manifest index -> (the film at the common detail, its opacity boxes there, its lung window there, the lung crop
+# the app reads)
+Films = dict[int, tuple[np.ndarray, list[list[float]], Window, np.ndarray]]
 
 
 # ----------------------------------------------------------------------------- films
@@ -58,32 +60,40 @@ def preload_films(data: Path, df: pd.DataFrame, lung_model) -> Films:
     r = read_lungs(lung_model, film_grays(data, df))
     s = PRELOAD
     return {i: (common, [[b[0] * s / row.width, b[1] * s / row.height, b[2] * s / row.width, b[3] * s / row.height]
-                         for b in row.boxes], tuple(int(v) for v in window))
-            for (i, row), common, window in zip(df.iterrows(), r.commons, r.windows)}
+                         for b in row.boxes], tuple(int(v) for v in window), crop)
+            for (i, row), common, window, crop in zip(df.iterrows(), r.commons, r.windows, r.crops)}
 
 
 def member_inputs_of(films: Films, index) -> np.ndarray:
     """The films as the app's fine-tuned member reads them."""
-    return np.stack([member_input(films[i][0], films[i][2]) for i in index])
+    return np.stack([member_input(films[i][3]) for i in index])
 
 
 def write_pack(df: pd.DataFrame, films: Films, path: Path, quality: int = 92) -> None:
-    """Training and validation films as JPEG bytes plus their manifest rows (the test split stays home)."""
+    """Training and validation films as JPEG bytes (their lung crops as PNG, as the app reads them) plus their
+    manifest rows (the test split stays home)."""
     keep = df[df.split.isin(["train", "val"])]
-    blobs = [cv2.imencode(".jpg", films[i][0], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for i in keep.index]
+    jpeg = [cv2.imencode(".jpg", films[i][0], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes() for i in keep.index]
+    png = [cv2.imencode(".png", films[i][3])[1].tobytes() for i in keep.index]
     meta = keep[PACK_COLUMNS].assign(boxes=[json.dumps(films[i][1]) for i in keep.index],
                                      window=[json.dumps(films[i][2]) for i in keep.index])
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, jpeg=np.frombuffer(b"".join(blobs), np.uint8), ends=np.cumsum([len(b) for b in blobs]),
+    np.savez(path, jpeg=np.frombuffer(b"".join(jpeg), np.uint8), ends=np.cumsum([len(b) for b in jpeg]),
+             png=np.frombuffer(b"".join(png), np.uint8), png_ends=np.cumsum([len(b) for b in png]),
              meta=np.frombuffer(meta.to_csv(index=False).encode(), np.uint8))
+
+
+def _decoded(blob: np.ndarray, ends: np.ndarray) -> list[np.ndarray]:
+    starts = np.concatenate([[0], ends[:-1]])
+    return [cv2.imdecode(blob[s:e], cv2.IMREAD_GRAYSCALE) for s, e in zip(starts, ends)]
 
 
 def read_pack(path: Path) -> tuple[pd.DataFrame, Films]:
     z = np.load(path)
     df = pd.read_csv(io.BytesIO(z["meta"].tobytes()))
-    starts = np.concatenate([[0], z["ends"][:-1]])
-    films = {i: (cv2.imdecode(z["jpeg"][s:e], cv2.IMREAD_GRAYSCALE), json.loads(b), tuple(json.loads(w)))
-             for i, s, e, b, w in zip(df.index, starts, z["ends"], df.boxes, df.window)}
+    films = {i: (common, json.loads(b), tuple(json.loads(w)), crop)
+             for i, common, crop, b, w in zip(df.index, _decoded(z["jpeg"], z["ends"]), _decoded(z["png"], z["png_ends"]),
+                                              df.boxes, df.window)}
     return df, films
 
 
@@ -181,7 +191,7 @@ def augment(common: np.ndarray, boxes: list, window: Window, rng: np.random.Gene
         x = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
     if rng.random() < 0.15:
         x = np.clip(x + rng.normal(0, rng.uniform(1, 5), x.shape), 0, 255).astype(np.uint8)
-    return member_input(x, (x0, y0, x1, y1)), out_boxes
+    return member_input(lung_crop(x, (x0, y0, x1, y1))), out_boxes
 
 
 # ----------------------------------------------------------------------------- losses
@@ -259,7 +269,7 @@ def finetune(df: pd.DataFrame, films: Films, x_val: np.ndarray, *, epochs: int =
                 film = films[i]
                 if detailed is not None and rng.random() < REFRAME_SHARE:
                     film = reframed(detailed[i], film[1], film[2], rng)
-                x, boxes = augment(*film, rng)
+                x, boxes = augment(*film[:3], rng)
                 h, s, m = heat_targets(boxes)
                 dv = np.full((GRID, GRID, 1), dv_all[row_of[i]], np.float32)
                 xs.append(x); ys.append(y_all[row_of[i]])

@@ -34,7 +34,8 @@ from demo_core.xray import labels as L
 from demo_core.xray.model import LUNG_FILE
 from demo_core.xray.boxes import boxes_in_window
 from demo_core.xray.lung_prior import PRIOR_SIZE, boxes_in_crop, fit_prior, prior_pooled, uniform_share
-from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, to_model_input, window_in_image
+from demo_core.xray.preprocess import (COMMON_DETAIL, CROP_DETAIL, INPUT_SIZE, LUNG_PASSES, to_model_input,
+                                      window_in_image)
 from demo_core.xray.split import load_manifest
 
 
@@ -101,7 +102,7 @@ def average_precision(preds_per_image, gts_per_image, thr=0.5) -> float:
 # ----------------------------------------------------------------------------- main
 
 def film_inputs(data: Path, df: pd.DataFrame, lung_model) -> dict:
-    """The films once, at the common detail with their lung windows (for training and the gate), and the
+    """The films once, at 224 px with their lung windows and lung crops (for training and the gate), and the
     validation and test films as the app's fine-tuned member reads them."""
     t0 = time.time()
     films = {"pre": preload_films(data, df, lung_model), "tr": df[df.split == "train"], "va": df[df.split == "val"],
@@ -239,8 +240,9 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
                         "(equal to Grad-CAM for a weighted-pooling + linear head).",
         "labels": L.CLASSES,
         "input": {"size": [INPUT_SIZE, INPUT_SIZE], "channels": "grayscale replicated to 3",
-                  "resize": f"whole film squashed to {COMMON_DETAIL} px (the common detail), cropped to the "
-                            "lung field that lungs.keras finds (6 % margin), histogram-equalised, resized to 224 px",
+                  "resize": f"lung field found by lungs.keras on the film squashed to {COMMON_DETAIL} px, in "
+                            f"{LUNG_PASSES} looks; the field with a 6 % margin cut from the film, brought to the common "
+                            f"detail of {CROP_DETAIL} px a side, histogram-equalised, resized to 224 px",
                   "scaling": "x / 127.5 - 1",
                   "formats": "PNG, JPEG, WebP, BMP, TIFF, DICOM (windowed, MONOCHROME1 inverted)"},
         "decoding": {"stride": STRIDE, "grid": GRID, "peak": "3x3 local maximum", "top_k": 10,
@@ -271,8 +273,9 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
             "The gate has seen no other body parts or modalities (CT, MRI); it was trained against photos, "
             "documents and synthetic images only.",
             "The attention map lies mostly in the lungs by design: both members pool with a lung prior, which alone "
-            "puts about 86 % of an even map's weight inside the drawn lung boxes. Within the lungs the map is a "
-            "coarse guide (7 x 7 and 12 x 12 cells), not a locator of findings.",
+            "puts most of an even map's weight inside the drawn lung boxes (the robustness section gives the share). "
+            "Within the lungs the map is a coarse guide (one cell per 32 px of each member's input), not a locator "
+            "of findings.",
             "Not a medical device. Not for clinical use."],
         "license": "Weights derived from data of mixed licences, several non-commercial (see shared/data/cxr "
                    "README); MobileNetV2 ImageNet weights Apache-2.0 / MIT. Demo and research use only.",

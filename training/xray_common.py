@@ -15,7 +15,7 @@ import pandas as pd
 from common import backbone_weights
 
 from demo_core.xray import labels as L
-from demo_core.xray.preprocess import INPUT_SIZE, common_detail, crop_window, lung_net_input, member_input
+from demo_core.xray.preprocess import INPUT_SIZE, common_detail, crop_window, lung_crop, lung_field, member_input
 
 CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0, 1.0], np.float32)  # indeterminate has ~40 images
 
@@ -34,20 +34,24 @@ def film_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
 
 @dataclass
 class Readings:
-    """Films read the app's way: the common-detail film and the lung window, per film."""
+    """Films read the app's way, per film: the film at the common detail (for training views), the lung window in
+    its pixels, and the lung crop both members read (``preprocess.lung_crop``)."""
     commons: list[np.ndarray]
     windows: list[tuple[int, int, int, int]]
+    crops: list[np.ndarray]
 
     def member_inputs(self) -> np.ndarray:
         """What the fine-tuned member reads, film by film."""
-        return np.stack([member_input(c, w) for c, w in zip(self.commons, self.windows)])
+        return np.stack([member_input(c) for c in self.crops])
 
 
 def read_lungs(lung_model, grays: list[np.ndarray]) -> Readings:
-    commons = [common_detail(g) for g in grays]
-    fields = np.concatenate([np.asarray(lung_model(np.stack([lung_net_input(c) for c in commons[i:i + 256]]),
-                                                   training=False)) for i in range(0, len(commons), 256)])
-    return Readings(commons, [crop_window(f) for f in fields])
+    def net(batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(lung_model(batch[i:i + 256], training=False))
+                               for i in range(0, len(batch), 256)])
+    fields = np.concatenate([lung_field(net, grays[i:i + 512]) for i in range(0, len(grays), 512)])
+    windows = [crop_window(f) for f in fields]
+    return Readings([common_detail(g) for g in grays], windows, [lung_crop(g, w) for g, w in zip(grays, windows)])
 
 
 def load_lung_model(path: Path):

@@ -2,8 +2,8 @@
 
 The fine-tuned model (train_xray.py) gives the opacity boxes, the gate and one set of class
 probabilities. The probe reads the film the way ``demo_core.xray.preprocess.LungReading`` says:
-at the common level of detail of the coarsest source, cropped to the lung field that
-``train_lungs.py``'s network finds, histogram-equalised. Its head learns from the training films
+the lung field that ``train_lungs.py``'s network finds (in three looks), cut from the film and
+brought to the common level of detail of the coarsest sources, histogram-equalised. Its head learns from the training films
 and from random exports of them (JPEG, border crops, resampling, gamma: the transforms a film
 meets between a hospital and the demo).
 
@@ -39,7 +39,7 @@ from demo_core.stats import tempered as calibrated
 from demo_core.xray import labels as L
 from demo_core.xray.familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from demo_core.xray.model import LUNG_FILE, PROBE_FILE
-from demo_core.xray.preprocess import probe_input
+from demo_core.xray.preprocess import CROP_DETAIL, LUNG_PASSES, probe_input
 from demo_core.xray.robustness import MAX_MEAN_TV, MIN_AGREEMENT, TRANSFORMS, stability
 from demo_core.xray.split import load_manifest
 
@@ -50,7 +50,7 @@ DESIGNS = {
     "all_blocks": {"layers": tuple(f"block_{i}_expand_relu" for i in range(1, 17)) + (LAST,),
                    "standardise": True, "C": (0.0005, 0.002, 0.005)},
 }
-# The crop is at the common detail (224 px squashed); a larger input lets each ImageNet feature see a
+# The crop is at the common detail (CROP_DETAIL px a side); a larger input lets each ImageNet feature see a
 # smaller patch of lung. 384 px fits the speed target (bench/run.py: 5x faster than VGG19).
 PROBE_SIZES = (224, 384)
 SMOKE_SIZES = (224,)
@@ -141,8 +141,8 @@ def pooled_features(keras, readings: dict[str, Readings], size: int,
     out = {}
     for key, r in readings.items():
         parts = []
-        for i in range(0, len(r.commons), 128):
-            x = np.stack([probe_input(c, w, size) for c, w in zip(r.commons[i:i + 128], r.windows[i:i + 128])])
+        for i in range(0, len(r.crops), 128):
+            x = np.stack([probe_input(c, size) for c in r.crops[i:i + 128]])
             parts.append(model.predict(x, batch_size=4, verbose=0))  # small batches: 2x faster on 2 cores
         out[key] = {n: np.concatenate([p[n] for p in parts]) for n in names}
     print(f"features at {size} px done", flush=True)
@@ -154,7 +154,9 @@ REUSE = {"on": False, "write": False}
 
 
 def cache_path(size: int) -> Path:
-    return CACHE / f"features_{size}_lung_prior.npz"  # the prior depends on the lung network's windows too
+    # The features depend on the lung reading (its looks and crop detail) and on the prior, which depends on the
+    # lung network's windows too.
+    return CACHE / f"features_{size}_lung_prior_looks{LUNG_PASSES}_crop{CROP_DETAIL}.npz"
 
 
 def cached(size: int, compute):
@@ -414,8 +416,9 @@ def with_source_limitation(limitations: list[str], loso: dict) -> list[str]:
 def architecture(ensemble: dict) -> str:
     size, w = ensemble["probe_input_size"], ensemble["finetuned_weight"]
     return (
-        "Two MobileNetV2 members, both reading only the lungs: the film is brought to the common detail of the "
-        "coarsest sources (224 px), a small CNN finds the lung field, and the crop around it is histogram-equalised. "
+        f"Two MobileNetV2 members, both reading only the lungs: a small CNN finds the lung field in {LUNG_PASSES} "
+        "looks (each next one at the film cut to the last field), the field with a margin is cut from the film, "
+        f"brought to the common detail of the coarsest sources ({CROP_DETAIL} px a side) and histogram-equalised. "
         "Both members pool their feature maps with the lung prior: each point of the crop weighs as the share of "
         "training films whose drawn lung boxes cover it, so the mediastinum, shoulders, corners and abdomen count "
         "little. Fine-tuned member (ImageNet start, BatchNorm frozen) reading that crop at 224x224: logistic head on "
@@ -564,7 +567,7 @@ def write_probe_card(folder, card, best, blend, members, grid, loso, flags, inde
                         "probe_removed_export_directions": best["removed"],
                         "probe_input_size": best["size"], "probe_layers": list(DESIGNS[best["design"]]["layers"]),
                         "probe_standardised": DESIGNS[best["design"]]["standardise"],
-                        "probe_reading": "lung crop at common detail, histogram-equalised",
+                        "probe_reading": f"lung crop at the common detail ({CROP_DETAIL} px), histogram-equalised",
                         "probe_exports_per_film": EXPORTS_PER_FILM,
                         "temperature": best["temperature"],
                         "selected_by": "validation: first the settings whose calibrated answer meets the robustness "
@@ -582,9 +585,9 @@ def write_probe_card(folder, card, best, blend, members, grid, loso, flags, inde
     card["familiarity"] = familiarity_section(index, flags, blend["unfamiliar_share"])
     card["architecture"] = architecture(card["ensemble"])
     card["limitations"] = with_source_limitation(card.get("limitations", []), loso)
-    card["input"]["probe_reading"] = ("common detail 224 px squashed (INTER_AREA), lung field from lungs.keras, "
-                                      "crop with 6 % margin, histogram equalisation, bilinear resize to "
-                                      f"{best['size']} px")
+    card["input"]["probe_reading"] = (f"lung field from lungs.keras ({LUNG_PASSES} looks), cut from the film with "
+                                      f"a 6 % margin, brought to {CROP_DETAIL} px (INTER_AREA when shrinking), "
+                                      f"histogram equalisation, bilinear resize to {best['size']} px")
     write_card(folder, card)
 
 

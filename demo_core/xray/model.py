@@ -32,7 +32,7 @@ from .boxes import boxes_in_window
 from .familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from .labels import CLASSES
 from .lung_prior import prior_over
-from .preprocess import (COMMON_DETAIL, INPUT_SIZE, LungReading, common_detail, crop_window, lung_net_input,
+from .preprocess import (CROP_DETAIL, INPUT_SIZE, LUNG_PASSES, LungReading, crop_window, lung_crop, lung_field,
                          member_input, probe_input)
 
 PROBE_FILE = "probe.keras"
@@ -215,24 +215,24 @@ class XrayModel:
 
     def input_description(self) -> str:
         """How the film is resized for the members, in words for the page."""
-        return (f"film brought to the common detail of {COMMON_DETAIL} px (squashed), cropped to the lung field "
-                f"(dashed frame) and histogram-equalised; the fine-tuned model reads that crop at {INPUT_SIZE} × "
-                f"{INPUT_SIZE}, the ImageNet probe at {self.probe_size} × {self.probe_size}; boxes are mapped back "
-                "to your image")
+        return (f"lung field found in {LUNG_PASSES} looks, cut from your film with a margin (dashed frame), brought "
+                f"to the common detail of {CROP_DETAIL} × {CROP_DETAIL} px (squashed) and histogram-equalised; the "
+                f"fine-tuned model reads that crop at {INPUT_SIZE} × {INPUT_SIZE}, the ImageNet probe at "
+                f"{self.probe_size} × {self.probe_size}; boxes are mapped back to your image")
+
+    def _lung_fields(self, batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([self._lungs(x[None])["output"] for x in batch])
 
     def read_lungs(self, gray: np.ndarray) -> tuple[np.ndarray, LungReading]:
-        """The film at the common detail, and where its lungs are."""
-        common = common_detail(gray)
-        field = self._lungs(lung_net_input(common)[None])["output"][0]
-        return common, LungReading(tuple(float(v) for v in field), crop_window(field))
+        """The lung crop both members read, at the common detail, and where it lies on the film."""
+        field = lung_field(self._lung_fields, [gray])[0]
+        lungs = LungReading(tuple(float(v) for v in field), crop_window(field))
+        return lung_crop(gray, lungs.window), lungs
 
     def member_inputs(self, image: LoadedImage) -> tuple:
         """The film as each member reads it: (fine-tuned member's input, probe's input, the lung reading)."""
-        gray = image.gray()
-        common, lungs = self.read_lungs(gray)
-        x = member_input(common, lungs.window)[None]
-        x_probe = probe_input(common, lungs.window, self.probe_size)[None]
-        return x, x_probe, lungs
+        crop, lungs = self.read_lungs(image.gray())
+        return member_input(crop)[None], probe_input(crop, self.probe_size)[None], lungs
 
     def predict_image(self, image: LoadedImage) -> XrayPrediction:
         x, x_probe, lungs = self.member_inputs(image)

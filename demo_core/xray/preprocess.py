@@ -3,14 +3,22 @@
 Keeping them in one place is what makes "the same pixels give the same answer"
 true between the training scripts, the app and the CLI.
 
-The *lung reading* (``LungReading``), which both members use: every film is first brought to one
-  common level of detail, the coarsest source's (224 px squashed, as the
-  COVID-QU-Ex and Radiography DB films already are), so sharpness, resolution
-  and JPEG blocks stop telling sources apart; a small network finds the lung
-  field there; the members read that crop only, histogram-equalised, so that
-  gamma, windowing and an inverted DICOM LUT give the same pixels and borders,
-  markers and burnt-in text around the chest are not read at all. The fine-tuned
-  member reads that crop at 224 px (``member_input``), the probe at its own size.
+The *lung reading* (``LungReading``), which both members use:
+
+- **Where the lungs are.** A small network finds the lung field on the film
+  squashed to 224 px (``COMMON_DETAIL``), equalised.  It then looks again at the
+  film cut to that field with a margin (``lung_field``, ``LUNG_PASSES`` looks in
+  all), so its last look sees the lungs framed the same way whatever borders the
+  export had.
+- **What the members read.** That field, with a margin, is cut from the film
+  itself and brought to one common level of detail, ``CROP_DETAIL`` px a side
+  (``lung_crop``): the lungs of the coarsest sources (224 px films) already
+  measure about that.  So sharpness, resolution and JPEG blocks stop telling
+  sources apart, a film cut at its borders gives the same pixels, and borders,
+  markers and burnt-in text around the chest are not read at all.  The crop is
+  histogram-equalised, so gamma, windowing and an inverted DICOM LUT give the
+  same pixels.  The fine-tuned member reads it at 224 px (``member_input``), the
+  probe at its own size (``probe_input``).
 
 ``to_model_input`` (the whole film squashed to 224 px) is how the first fine-tuned
 member read films; the whole-film ImageNet baseline in the card still reads it.
@@ -18,13 +26,18 @@ member read films; the whole-film ImageNet baseline in the card still reads it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 INPUT_SIZE = 224
-COMMON_DETAIL = 224  # px, squashed: the detail of the coarsest training sources
+COMMON_DETAIL = 224  # px, squashed: the film as the lung-field network reads it; windows are in these pixels
+CROP_DETAIL = 176  # px a side: the lung crop's common detail (a 224 px source's lungs span about 190 px)
+LUNG_PASSES = 3  # looks for the lung field: the first at the whole film, each next one at the film cut to the last
+REFINE_MARGIN = 0.15  # each next look sees the last field widened by this share of its size on every side
+MIN_REFINE_PX = 32  # a cut smaller than this (in film pixels) is not looked at again
 LUNG_NET_SIZE = 96  # px: what the lung-field network reads
 LUNG_MARGIN = 0.06  # the crop reaches this fraction of the lung field's size beyond it on every side
 MIN_CROP_FRACTION = 0.35  # a predicted field smaller than this share of a side is widened to it
@@ -78,16 +91,64 @@ def crop_window(field: np.ndarray) -> tuple[int, int, int, int]:
     return int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))
 
 
-def probe_input(common: np.ndarray, window: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """The lung crop as a member reads it: equalised, resized to ``size``, float32 (size, size, 3)."""
-    x0, y0, x1, y1 = window
-    crop = cv2.equalizeHist(np.ascontiguousarray(common[y0:y1, x0:x1]))
-    return _scaled(cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR))
+def lung_field(net: Callable[[np.ndarray], np.ndarray], grays: Sequence[np.ndarray],
+               passes: int = LUNG_PASSES) -> np.ndarray:
+    """The lung field of each film, as fractions (x0, y0, x1, y1) of it: (n, 4).
+
+    ``net`` maps a batch of ``lung_net_input`` arrays to their fields.  The first look is at the whole film; each
+    next look is at the film cut to the last field widened by ``REFINE_MARGIN``, and its answer is mapped back.
+    The later looks see the lungs framed alike whether the export cut the borders or not.
+    """
+    fields = np.asarray(net(np.stack([lung_net_input(common_detail(g)) for g in grays])), np.float64)
+    for _ in range(passes - 1):
+        views, cuts = zip(*(_cut(g, _refine_cut(f)) for g, f in zip(grays, fields)))
+        looked = [k for k, v in enumerate(views) if min(v.shape) >= MIN_REFINE_PX]
+        if not looked:
+            break
+        inner = np.asarray(net(np.stack([lung_net_input(common_detail(views[k])) for k in looked])), np.float64)
+        for k, f in zip(looked, inner):
+            x0, y0, x1, y1 = cuts[k]
+            fields[k] = [x0 + f[0] * (x1 - x0), y0 + f[1] * (y1 - y0), x0 + f[2] * (x1 - x0), y0 + f[3] * (y1 - y0)]
+    return fields
 
 
-def member_input(common: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+def _refine_cut(field: np.ndarray) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in field)
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    mx, my = REFINE_MARGIN * (x1 - x0), REFINE_MARGIN * (y1 - y0)
+    return tuple(float(v) for v in np.clip([x0 - mx, y0 - my, x1 + mx, y1 + my], 0.0, 1.0))
+
+
+def _cut(gray: np.ndarray, cut: tuple[float, float, float, float]) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The part of the film a cut (fractions) covers, in the film's own pixels, and the cut snapped to them."""
+    h, w = gray.shape[:2]
+    c0, r0, c1, r1 = round(cut[0] * w), round(cut[1] * h), round(cut[2] * w), round(cut[3] * h)
+    return np.ascontiguousarray(gray[r0:r1, c0:c1]), (c0 / w, r0 / h, c1 / w, r1 / h)
+
+
+def lung_crop(gray: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The lung crop at the common detail: the window (common-detail pixels) cut from the film at its own size,
+    then resized to CROP_DETAIL x CROP_DETAIL (area-averaged when shrinking): uint8."""
+    if gray.ndim == 3:
+        gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
+    h, w = gray.shape
+    x0, y0, x1, y1 = (v / COMMON_DETAIL for v in window)
+    r0, r1 = min(round(y0 * h), h - 1), max(round(y1 * h), min(round(y0 * h), h - 1) + 1)
+    c0, c1 = min(round(x0 * w), w - 1), max(round(x1 * w), min(round(x0 * w), w - 1) + 1)
+    crop = gray[r0:r1, c0:c1]
+    interp = cv2.INTER_AREA if min(crop.shape) >= CROP_DETAIL else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(crop), (CROP_DETAIL, CROP_DETAIL), interpolation=interp)
+
+
+def probe_input(crop: np.ndarray, size: int) -> np.ndarray:
+    """The lung crop (``lung_crop``) as a member reads it: equalised, resized to ``size``, float32 (size, size, 3)."""
+    return _scaled(cv2.resize(cv2.equalizeHist(crop), (size, size), interpolation=cv2.INTER_LINEAR))
+
+
+def member_input(crop: np.ndarray) -> np.ndarray:
     """What the fine-tuned member reads: the lung crop, equalised, at INPUT_SIZE (float32, 224 x 224 x 3)."""
-    return probe_input(common, window, INPUT_SIZE)
+    return probe_input(crop, INPUT_SIZE)
 
 
 @dataclass(frozen=True)
