@@ -134,11 +134,16 @@ def lung_crop(gray: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray
         gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
     h, w = gray.shape
     x0, y0, x1, y1 = (v / COMMON_DETAIL for v in window)
-    r0, r1 = min(round(y0 * h), h - 1), max(round(y1 * h), min(round(y0 * h), h - 1) + 1)
-    c0, c1 = min(round(x0 * w), w - 1), max(round(x1 * w), min(round(x0 * w), w - 1) + 1)
+    (r0, r1), (c0, c1) = _span(y0, y1, h), _span(x0, x1, w)
     crop = gray[r0:r1, c0:c1]
     interp = cv2.INTER_AREA if min(crop.shape) >= CROP_DETAIL else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(crop), (CROP_DETAIL, CROP_DETAIL), interpolation=interp)
+
+
+def _span(start: float, end: float, n: int) -> tuple[int, int]:
+    """Fractions of a side -> pixel rows or columns, at least one pixel, inside the film."""
+    first = min(round(start * n), n - 1)
+    return first, max(round(end * n), first + 1)
 
 
 def probe_input(crop: np.ndarray, size: int) -> np.ndarray:
