@@ -28,7 +28,7 @@ from export_xray_litert import export_served
 from finetune_xray import DEFAULT_LUNGS, GRID, STRIDE, finetune, member_inputs_of, preload_films
 from train_lungs import add_lung_field
 from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_lung_model, read_lungs
-from xray_probe import REUSE, add_probe_member, ieee8023_accuracy
+from xray_probe import REUSE, add_probe_member, fit_head, ieee8023_accuracy
 
 from demo_core.xray import labels as L
 from demo_core.xray.model import LUNG_FILE
@@ -176,23 +176,20 @@ LUNG_HEAD_C = (0.0005, 0.002, 0.01)  # smaller C, stronger L2: the features come
 
 
 def lung_pooled_head(predict, films: dict, smoke: bool) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
-    """The fine-tuned member's class head refitted on its lung-pooled features (trunk frozen): a logistic
-    regression on the training films, indeterminate x3, C chosen by validation accuracy + macro AUC.
-    The standardisation is folded into the weights, so the graph's head reads the pooled features as they are."""
-    from sklearn.linear_model import LogisticRegression
+    """The fine-tuned member's class head refitted on its lung-pooled features (trunk frozen): the probe's
+    logistic regression (``xray_probe.fit_head``: standardisation folded into the weights, so the graph's head reads
+    the pooled features as they are) on the training films, indeterminate x3, C chosen by validation accuracy +
+    macro AUC."""
     from sklearn.metrics import roc_auc_score
     tr, va = films["tr"], films["va"]
+    y_tr = tr.y.to_numpy()
     x_tr = predict(member_inputs_of(films["pre"], tr.index))["lp"]
     x_va = predict(films["xva"])["lp"]
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+    # fit_head weighs the films to a mean of 1; LUNG_HEAD_C is on the scale of unnormalised class weights
+    c_scale = float(CLASS_WEIGHTS[y_tr].mean())
     best, tried = None, []
     for c in LUNG_HEAD_C:
-        clf = LogisticRegression(C=c, max_iter=3000, class_weight=dict(enumerate(CLASS_WEIGHTS.tolist())))
-        clf.fit((x_tr - mu) / sd, tr.y.to_numpy())
-        w = np.zeros((x_tr.shape[1], len(L.CLASSES)))
-        b = np.full(len(L.CLASSES), -30.0)  # a class absent from a smoke run's films is never chosen
-        w[:, clf.classes_] = (clf.coef_ / sd).T
-        b[clf.classes_] = clf.intercept_ - (clf.coef_ / sd) @ mu
+        w, b = fit_head(x_tr, y_tr, c * c_scale, standardise=True)
         p = softmax(x_va @ w + b)
         acc = float((p.argmax(1) == va.y.to_numpy()).mean())
         auc = float(roc_auc_score(va.y, p, multi_class="ovr", labels=range(len(L.CLASSES)))) \
@@ -200,7 +197,7 @@ def lung_pooled_head(predict, films: dict, smoke: bool) -> tuple[tuple[np.ndarra
         tried.append({"C": c, "val_accuracy": acc, "val_macro_auc": auc})
         score = acc + (auc or 0.0)
         if best is None or score > best[0]:
-            best = (score, c, (w.astype(np.float32), b.astype(np.float32)))
+            best = (score, c, (w, b))
     print("lung-pooled head", json.dumps(tried), flush=True)
     return best[2], {"C": best[1], "tried": tried, "fitted_on": "training films, trunk frozen"}
 
