@@ -49,6 +49,15 @@ def test_models_page_shows_every_card():
     assert not at.error
 
 
+def test_models_page_says_how_well_the_xray_finds_the_lungs_it_reads():
+    # both members read only the lung field, so the page says how well it is found and how little a crop moves it
+    from demo_core.cards import load_card
+    field = load_card("xray").raw["lung_field"]
+    body = texts(page("models"))
+    assert f"IoU with the drawn lung boxes {field['test']['mean_iou']:.3f}" in body
+    assert f"cut by 6 % per side {field['border_crop_6pct_iou']:.3f}" in body
+
+
 def test_xray_page_with_an_uploaded_film(chest_film):
     at = page("xray", xray_input=(chest_film.name, chest_film.read_bytes()))
     assert not at.exception
