@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common import ROOT, write_card
+from xray_common import lung_net
 
 import demo_core.xray.keras_layers  # noqa: F401  (registers the lung-prior pooling the X-ray graphs hold)
 from demo_core.bn_folding import load_for_inference
@@ -71,7 +72,7 @@ def real_readings(folder: Path, probe_size: int) -> dict[str, list[np.ndarray]]:
     out: dict[str, list[np.ndarray]] = {"lungs": [], "model": [], "probe": []}
     for example in xray_examples()[:3]:
         gray = load_image(example.path.read_bytes(), name=example.path.name).gray()
-        field = lung_field(lambda x: np.asarray(lungs(x, training=False)), [gray])[0]
+        field = lung_field(lung_net(lungs), [gray])[0]
         crop = lung_crop(gray, crop_window(field))
         out["lungs"].append(lung_net_input(common_detail(gray)))
         out["model"].append(member_input(crop))

@@ -39,7 +39,7 @@ from xray_common import (CLASS_WEIGHTS, build_model, classification_metrics, fil
                          read_lungs)
 
 from demo_core.xray.model import LUNG_FILE
-from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, lung_crop, member_input
+from demo_core.xray.preprocess import COMMON_DETAIL, INPUT_SIZE, common_detail, lung_crop, member_input
 from demo_core.xray.split import load_manifest
 
 PRELOAD = COMMON_DETAIL  # each film is kept at the common detail; its lung crop is cut from it
@@ -57,11 +57,12 @@ Films = dict[int, tuple[np.ndarray, list[list[float]], Window, np.ndarray]]
 # ----------------------------------------------------------------------------- films
 
 def preload_films(data: Path, df: pd.DataFrame, lung_model) -> Films:
-    r = read_lungs(lung_model, film_grays(data, df))
+    grays = film_grays(data, df)
+    r = read_lungs(lung_model, grays)
     s = PRELOAD
-    return {i: (common, [[b[0] * s / row.width, b[1] * s / row.height, b[2] * s / row.width, b[3] * s / row.height]
-                         for b in row.boxes], tuple(int(v) for v in window), crop)
-            for (i, row), common, window, crop in zip(df.iterrows(), r.commons, r.windows, r.crops)}
+    return {i: (common_detail(g), [[b[0] * s / row.width, b[1] * s / row.height, b[2] * s / row.width,
+                                    b[3] * s / row.height] for b in row.boxes], tuple(int(v) for v in window), crop)
+            for (i, row), g, window, crop in zip(df.iterrows(), grays, r.windows, r.crops)}
 
 
 def member_inputs_of(films: Films, index) -> np.ndarray:

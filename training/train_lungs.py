@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, require_data, seed_everything, write_card
+from xray_common import lung_net
 
 from demo_core.xray.model import LUNG_FILE
 from demo_core.xray.preprocess import LUNG_NET_SIZE, LUNG_PASSES, common_detail, lung_field, lung_net_input
@@ -102,7 +103,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def found_fields(model, grays: list[np.ndarray], passes: int = LUNG_PASSES) -> np.ndarray:
     """The fields as the app finds them (``preprocess.lung_field``: ``passes`` looks), as fractions of each film."""
-    return lung_field(lambda x: model.predict(x, verbose=0), grays, passes)
+    return lung_field(lung_net(model), grays, passes)
 
 
 def field_report(model, grays: list[np.ndarray], fields: np.ndarray) -> dict:

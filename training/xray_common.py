@@ -5,6 +5,7 @@ them free of import cycles."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 from common import backbone_weights
 
 from demo_core.xray import labels as L
-from demo_core.xray.preprocess import INPUT_SIZE, common_detail, crop_window, lung_crop, lung_field, member_input
+from demo_core.xray.preprocess import INPUT_SIZE, crop_window, lung_crop, lung_field, member_input
 
 CLASS_WEIGHTS = np.array([1.0, 1.0, 3.0, 1.0], np.float32)  # indeterminate has ~40 images
 
@@ -34,9 +35,8 @@ def film_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
 
 @dataclass
 class Readings:
-    """Films read the app's way, per film: the film at the common detail (for training views), the lung window in
-    its pixels, and the lung crop both members read (``preprocess.lung_crop``)."""
-    commons: list[np.ndarray]
+    """Films read the app's way, per film: the lung window (common-detail pixels) and the lung crop both members
+    read (``preprocess.lung_crop``)."""
     windows: list[tuple[int, int, int, int]]
     crops: list[np.ndarray]
 
@@ -45,13 +45,20 @@ class Readings:
         return np.stack([member_input(c) for c in self.crops])
 
 
-def read_lungs(lung_model, grays: list[np.ndarray]) -> Readings:
+def lung_net(lung_model) -> Callable[[np.ndarray], np.ndarray]:
+    """The Keras lung-field network as ``preprocess.lung_field`` calls it: a batch of its inputs -> their fields."""
     def net(batch: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(lung_model(batch[i:i + 256], training=False))
                                for i in range(0, len(batch), 256)])
+    return net
+
+
+def read_lungs(lung_model, grays: list[np.ndarray]) -> Readings:
+    # In chunks: each look beyond the first copies the part of every film it cuts, at the film's own size.
+    net = lung_net(lung_model)
     fields = np.concatenate([lung_field(net, grays[i:i + 512]) for i in range(0, len(grays), 512)])
     windows = [crop_window(f) for f in fields]
-    return Readings([common_detail(g) for g in grays], windows, [lung_crop(g, w) for g, w in zip(grays, windows)])
+    return Readings(windows, [lung_crop(g, w) for g, w in zip(grays, windows)])
 
 
 def load_lung_model(path: Path):
