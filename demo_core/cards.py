@@ -16,9 +16,10 @@ def task_dir(task: str) -> Path:
     return weights_dir() / task
 
 
-def read_card(task: str) -> dict:
-    """The card as written by training; raises ModelUnavailable if absent or unreadable."""
-    path = task_dir(task) / "card.json"
+def read_card(task: str, folder: Path | None = None) -> dict:
+    """The card as written by training (in ``folder``, by default the task's weights); raises ModelUnavailable if
+    absent or unreadable."""
+    path = (folder or task_dir(task)) / "card.json"
     if not path.is_file():
         raise ModelUnavailable(f"The {task} model is not installed (no {path.name} in weights/{task}/).")
     try:
@@ -35,14 +36,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verified_card(task: str) -> dict:
-    """Read the card and check every listed file; a mismatch disables this demo only."""
-    card = read_card(task)
+def verified_card(task: str, folder: Path | None = None) -> dict:
+    """Read the card and check every listed file; a mismatch disables this demo only. ``folder``: where the files
+    are, by default the task's weights (a training run checks the folder it just wrote)."""
+    folder = folder or task_dir(task)
+    card = read_card(task, folder)
     files = card.get("files") or {}
     if not files:
         raise ModelUnavailable(f"The {task} model card lists no files.")
     for name, meta in files.items():
-        path = task_dir(task) / name
+        path = folder / name
         if not path.is_file():
             raise ModelUnavailable(f"The {task} model is incomplete: {name} is missing.")
         if file_sha256(path) != meta.get("sha256"):

@@ -168,6 +168,34 @@ def render_xray_robustness(card: dict) -> None:
                                    for s, v in fam["held_out_sources"].items()]), hide_index=True)
 
 
+def xray_reading_notes(card: dict) -> None:
+    """How the served answer is read (framings, temperature) and what the gate reads, beside the figures."""
+    ens, one = card.get("ensemble", {}), card["metrics"].get("test_one_framing")
+    if ens.get("framings"):
+        reader = ens.get("framings_read_by", "both members").capitalize()
+        text = (f"{reader} reads {len(ens['framings'])} framings of the lung crop ({ens['framings_described']}) "
+                "and its class probabilities are averaged; the temperature "
+                f"({ens['temperature']:.2f}) was fitted on validation films read that way.")
+        if one:
+            text += (f" The same blend read with one framing on this test split: accuracy {fmt(one['accuracy'])}, "
+                     f"macro AUC {fmt(one['macro_auc'])}, ECE {fmt(one.get('ece'))}.")
+        st.caption(text)
+    gate = card["metrics"].get("gate", {})
+    if gate.get("cross_validation"):
+        cv = next((c for c in gate["cross_validation"] if c["C"] == gate["C"]), None)
+        text = f"The gate reads {gate['features']}, C = {gate['C']:g} chosen by cross-validation on the training images"
+        if cv:
+            text += (f" (chest films refused {cv['chest_films_refused']:.2%}, other images accepted "
+                     f"{cv['other_images_accepted']:.2%})")
+        text += f"; validation chest films accepted {fmt(gate.get('val_chest_xrays_accepted'), '.2%')}."
+        earlier = [r for r in card["metrics"].get("earlier_test_reads", [])
+                   if r.get("gate_others_refused") and "gate on the probe" not in r["design"]]
+        if earlier:
+            text += (f" The gate it replaced (the fine-tuned member's features) refused "
+                     f"{earlier[-1]['gate_others_refused']:.2%} of the same test images.")
+        st.caption(text)
+
+
 def render_xray(typed: Card) -> None:
     card = typed.raw
     target = typed.target_text
@@ -194,6 +222,7 @@ def render_xray(typed: Card) -> None:
     st.caption("The lung probe's input size, features, regularisation, the blend weight and the temperature "
                f"were chosen on {ens.get('selected_by', 'validation')}. Every member learnt from the training "
                "films only.")
+    xray_reading_notes(card)
     served = card.get("served", {})
     if served:
         worst = max((f["largest_difference"] for f in served.get("files", {}).values()), default=0.0)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo_core.xray.preprocess import (CROP_DETAIL, LUNG_NET_SIZE, LUNG_PASSES, crop_window, lung_crop, lung_field,
-                                       member_input, probe_input)
+from demo_core.xray.preprocess import (CROP_DETAIL, FRAMINGS, LUNG_NET_SIZE, LUNG_PASSES, LungReading, crop_window,
+                                       framings_in_words, lung_crop, lung_field, member_input, probe_input)
 
 LUNGS = (0.22, 0.18, 0.78, 0.86)  # the bright "lung field" of the synthetic film, as fractions
 
@@ -72,3 +72,15 @@ def test_a_tiny_or_blank_film_still_gives_a_reading():
         crop = lung_crop(gray, crop_window(field))
         assert crop.shape == (CROP_DETAIL, CROP_DETAIL)
         assert member_input(crop).shape == (224, 224, 3) and probe_input(crop, 384).shape == (384, 384, 3)
+
+
+def test_the_framings_share_the_field_s_centre_one_as_found_one_tighter_one_wider():
+    reading = LungReading.of(lung_field(bright_box_net, [film()])[0])
+    found, *others = reading.windows
+    assert found == reading.window and len(others) == len(FRAMINGS) - 1
+    centre = lambda w: ((w[0] + w[2]) / 2, (w[1] + w[3]) / 2)  # noqa: E731
+    width = lambda w: w[2] - w[0]  # noqa: E731
+    for framing, window in zip(FRAMINGS[1:], others):
+        assert np.allclose(centre(window), centre(found), atol=1.0)  # common-detail pixels, snapped outwards
+        assert (width(window) < width(found)) == (framing < 1)
+    assert framings_in_words() == "as found, 4 % tighter and 4 % wider"

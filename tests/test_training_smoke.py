@@ -87,9 +87,33 @@ def test_xray_weights_trained_elsewhere_go_through_the_same_export_and_card(tmp_
     train("train_xray.py", tmp_path / "xray", "--finetuned", str(tmp_path / "xray_ft.weights.h5"))
     card = json.loads((tmp_path / "xray" / "card.json").read_text())
     assert "finetune_xray.py" in card["training"]["run"] and card["ensemble"]["finetuned_weight"] is not None
+    # the gate is fitted on the probe's features; the temperature and test figures are the served model's
+    assert card["metrics"]["gate"]["cross_validation"] and "probe" in card["metrics"]["gate"]["features"]
+    assert card["ensemble"]["framings"] and card["ensemble"]["validation_served"]["per_transform"]
+    assert card["metrics"]["test_one_framing"]["accuracy"] >= 0
     monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))
     from demo_core.cards import verified_card
     assert verified_card("xray")["task"] == "xray"
+
+
+def test_the_gate_reads_raw_features_with_its_standardisation_folded_in(monkeypatch):
+    import numpy as np
+    monkeypatch.syspath_prepend(str(ROOT / "training"))
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from xray_gate import GATE_C, fit_gate, gate_scores, gate_stage
+
+    rng = np.random.default_rng(0)
+    films, others = rng.normal(3.0, 1.0, (80, 6)) * [1, 10, 100, 1, 1, 1], rng.normal(-3.0, 2.0, (90, 6))
+    x, y = np.concatenate([films, others]), np.r_[np.ones(80, int), np.zeros(90, int)]
+    w, b = fit_gate(x, y, 0.01)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, class_weight="balanced", max_iter=5000))
+    np.testing.assert_allclose(gate_scores(x, w, b), reference.fit(x, y).predict_proba(x)[:, 1], atol=1e-4)
+    # two well-separated kinds of image: cross-validation finds no errors, and the strongest L2 wins the tie
+    _, report = gate_stage(films, others, others[:10], films[:10], films[10:20], "synthetic")
+    assert report["C"] == min(GATE_C) and len(report["cross_validation"]) == len(GATE_C)
+    assert report["test_negatives_refused"] == report["val_chest_xrays_accepted"] == 1.0
 
 
 def smooth_film(rng, size: int):

@@ -1,5 +1,5 @@
 """Train the chest X-ray model: MobileNetV2 fine-tuned with a 4-class head and a
-CenterNet-style opacity head, then fit the "is this a chest X-ray?" gate.
+CenterNet-style opacity head; then the probe member, the blend and the "is this a chest X-ray?" gate.
 
     python training/train_xray.py            # full run (about 1 h on 2 CPU cores)
     python training/train_xray.py --smoke    # a few steps on a few images, for tests
@@ -7,8 +7,9 @@ CenterNet-style opacity head, then fit the "is this a chest X-ray?" gate.
 
 Writes weights/xray/{model,probe,lungs}.{keras,tflite}, heads.npz, familiarity.npz and card.json. Stages:
 the lung field first (train_lungs.py), since the network reads only the lung crop it finds; then the
-fine-tuned member and its gate; then the probe member and the blend (xray_probe.py); last, the LiteRT
-copies the app serves (export_xray_litert.py). With ``--finetuned``, the lung
+fine-tuned member; then the probe member, the blend and the gate (xray_probe.py); last, the LiteRT
+copies the app serves (export_xray_litert.py), read the app's way for the temperature and the test figures
+(xray_served_read.py). With ``--finetuned``, the lung
 network that run read is kept (its sha256 is in the run's log). Splits are patient-wise where the
 manifest has patient ids; the test split is only read once, at the very end.
 """
@@ -27,8 +28,9 @@ from common import ROOT, backbone_weights, require_data, seed_everything, sha256
 from export_xray_litert import export_served
 from finetune_xray import DEFAULT_LUNGS, GRID, STRIDE, finetune, member_inputs_of, preload_films
 from train_lungs import add_lung_field
-from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_lung_model, read_lungs
+from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_lung_model
 from xray_probe import REUSE, add_probe_member, fit_head, ieee8023_accuracy
+from xray_served_read import served_stage
 
 from demo_core.xray import labels as L
 from demo_core.xray.model import LUNG_FILE
@@ -41,8 +43,8 @@ from demo_core.xray.split import load_manifest
 
 # ----------------------------------------------------------------------------- model
 
-def export_model(keras, train_model, gate_w: np.ndarray, gate_b: float, prior: np.ndarray, head: tuple):
-    """Inference graph: softmax probabilities from the lung-pooled head, heat map, sizes, gate, CAM features."""
+def export_model(keras, train_model, prior: np.ndarray, head: tuple):
+    """Inference graph: softmax probabilities from the lung-pooled head, heat map, sizes, CAM features."""
     from keras import layers
 
     from demo_core.xray.keras_layers import LungPriorPooling
@@ -51,12 +53,8 @@ def export_model(keras, train_model, gate_w: np.ndarray, gate_b: float, prior: n
     logits = dense(LungPriorPooling(prior, name="lung_pooled")(o["features"]))
     dense.set_weights([head[0].astype(np.float32), head[1].astype(np.float32)])
     probs = layers.Softmax(name="probabilities")(logits)
-    gate = layers.Dense(1, activation="sigmoid", name="is_chest_xray")
-    g = gate(o["pooled"])
-    gate.set_weights([gate_w.reshape(-1, 1).astype(np.float32), np.array([gate_b], np.float32)])
     return keras.Model(train_model.input, {"probabilities": probs, "heatmap": o["heatmap"],
-                                           "box_size": o["box_size"], "is_chest_xray": g,
-                                           "features": o["features"]}, name="xray_inference")
+                                           "box_size": o["box_size"], "features": o["features"]}, name="xray_inference")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -102,7 +100,7 @@ def average_precision(preds_per_image, gts_per_image, thr=0.5) -> float:
 # ----------------------------------------------------------------------------- main
 
 def film_inputs(data: Path, df: pd.DataFrame, lung_model) -> dict:
-    """The films once, at 224 px with their lung windows and lung crops (for training and the gate), and the
+    """The films once, at 224 px with their lung windows and lung crops (for training), and the
     validation and test films as the app's fine-tuned member reads them."""
     t0 = time.time()
     films = {"pre": preload_films(data, df, lung_model), "tr": df[df.split == "train"], "va": df[df.split == "val"],
@@ -133,15 +131,15 @@ def fine_tuned_member(keras, args, df: pd.DataFrame, films: dict):
 
 
 def predictor(keras, model, prior: np.ndarray, head: tuple | None = None):
-    """x -> class probabilities, heat map, box sizes, pooled features (for the gate) and lung-pooled features
-    (for the class head), in batches of 64. Without ``head``, the probabilities are the training graph's own."""
+    """x -> class probabilities, heat map, box sizes and lung-pooled features (for the class head), in batches of
+    64. Without ``head``, the probabilities are the training graph's own."""
     def predict(x):
-        outs = {"p": [], "h": [], "s": [], "f": [], "lp": []}
+        outs = {"p": [], "h": [], "s": [], "lp": []}
         for i in range(0, len(x), 64):
             o = {k: keras.ops.convert_to_numpy(v) for k, v in model(x[i:i + 64], training=False).items()}
             lp = prior_pooled(o["features"], prior)
             outs["p"].append(softmax(o["class_logits"] if head is None else lp @ head[0] + head[1]))
-            outs["h"].append(o["heatmap"]); outs["s"].append(o["box_size"]); outs["f"].append(o["pooled"])
+            outs["h"].append(o["heatmap"]); outs["s"].append(o["box_size"])
             outs["lp"].append(lp)
         return {k: np.concatenate(v) for k, v in outs.items()}
     return predict
@@ -213,27 +211,24 @@ def opacity_ap(out: dict, part: pd.DataFrame, pre: dict) -> tuple[float, int]:
     return average_precision(preds, [b for b, m_ in zip(part.boxes, mask) if m_]), int(mask.sum())
 
 
-def test_read(predict, films: dict, gate_w: np.ndarray, gate_b: float, gate_report: dict) -> dict:
-    """The single read of the test split: classes per source, opacity AP, the gate on chest films."""
+def test_read(predict, films: dict) -> dict:
+    """The single read of the test split: the member's classes per source, opacity AP."""
     te = films["te"]
     o = predict(films["xte"])
     test_metrics = classification_metrics(te.y.to_numpy(), o["p"], te.source.to_numpy())
     test_metrics["opacity_ap50"], test_metrics["opacity_eval_images"] = opacity_ap(o, te, films["pre"])
-    gate_scores_xray = 1 / (1 + np.exp(-(o["f"] @ gate_w + gate_b)))
-    gate_report["test_chest_xrays_accepted"] = float((gate_scores_xray >= 0.5).mean())
     print(json.dumps(test_metrics, indent=1), flush=True)
     return test_metrics
 
 
 def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: float, test_metrics: dict,
-               gate_report: dict, baselines: dict) -> dict:
+               baselines: dict) -> dict:
     return {
         "name": "Chest X-ray: SIIM study class, opacity boxes, chest X-ray gate",
         "task": "xray", "version": "1.0.0" if not args.smoke else "smoke",
         "architecture": "MobileNetV2 (ImageNet, fine-tuned, BatchNorm frozen) reading the lung crop at 224x224; "
                         "logistic head on its 7x7 features pooled with the lung prior; CenterNet-style opacity "
-                        "head (14x14 heat map + box size) on a 2-level feature pyramid; logistic-regression gate on "
-                        "average-pooled features; attention = class activation map weighted by the lung prior "
+                        "head (14x14 heat map + box size) on a 2-level feature pyramid; attention = class activation map weighted by the lung prior "
                         "(equal to Grad-CAM for a weighted-pooling + linear head).",
         "labels": L.CLASSES,
         "input": {"size": [INPUT_SIZE, INPUT_SIZE], "channels": "grayscale replicated to 3",
@@ -252,12 +247,11 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
                           "augmentation": "lung window moved (4 % shift, 90-110 % size), contrast/brightness/gamma, "
                                           "down-up resampling, blur, JPEG quality 30-90, noise, all at the common "
                                           "detail; full-resolution sources sampled 2x",
-                          "class_weights": dict(zip(L.CLASSES, CLASS_WEIGHTS.tolist())),
-                          "gate_negatives": gate_report.pop("negatives_description")},
+                          "class_weights": dict(zip(L.CLASSES, CLASS_WEIGHTS.tolist()))},
         "training": {"epochs": args.epochs, "batch": args.batch, "optimizer": "AdamW, cosine, warm-up",
                      "lr": args.lr, "run": trained_on, "selected_by": "validation accuracy + macro AUC", "history": history},
         "validation": {"opacity_ap50": val_ap},
-        "metrics": {"test": test_metrics, "gate": gate_report},
+        "metrics": {"test": test_metrics},
         "baselines": baselines,
         "targets": {"accuracy": 0.85, "macro_auc": 0.93, "ieee8023_accuracy": 0.65, "opacity_ap50": 0.40,
                     "gate_xray_accepted": 0.98, "gate_photos_refused": 0.99},
@@ -291,12 +285,11 @@ def main() -> None:
     ap.add_argument("--lungs", type=Path, help="with --finetuned: the lung network that run read (default: the "
                     "shipped one)")
     ap.add_argument("--finetuned", type=Path, help="STEM.weights.h5 from finetune_xray.py (with STEM.json): skip "
-                    "training, fit the gate, export and evaluate those weights")
+                    "training, export and evaluate those weights")
     args = ap.parse_args()
     REUSE["on"], REUSE["write"] = args.reuse_features and not args.smoke, not args.smoke
     seed_everything(0)
     import keras
-    from gate_data import gate_negatives  # training-only helper
 
     data = require_data()
     df = load_manifest(data, smoke=args.smoke)
@@ -311,18 +304,15 @@ def main() -> None:
     prior, prior_report = lung_prior_stage(films)
     head, head_report = lung_pooled_head(predictor(keras, model, prior), films, args.smoke)
     predict = predictor(keras, model, prior, head)
-    # Detection threshold and gate are chosen on validation only.
     val_ap, _ = opacity_ap(predict(films["xva"]), films["va"], films["pre"])
-    gate_w, gate_b, gate_report = fit_gate(keras, model, predict, films["xva"], films["pre"], films["tr"], data,
-                                           args.smoke, gate_negatives, lung_model)
-    test_metrics = test_read(predict, films, gate_w, gate_b, gate_report)
+    test_metrics = test_read(predict, films)
     # Baselines on the same test split: majority class and the frozen ImageNet linear probe.
     baselines = {"always_typical_accuracy": float((films["te"].y == L.CLASSES.index("typical")).mean())}
     if not args.smoke:
         baselines["imagenet_linear_probe_whole_film"] = linear_probe_baseline(keras, films["te"], films["tr"],
                                                                               films["pre"])
-    export_model(keras, model, gate_w, gate_b, prior, head).save(args.out / "model.keras")
-    card = build_card(args, df, trained_on, history, val_ap, test_metrics, gate_report, baselines)
+    export_model(keras, model, prior, head).save(args.out / "model.keras")
+    card = build_card(args, df, trained_on, history, val_ap, test_metrics, baselines)
     card["lung_prior"] = {**prior_report, "class_head": head_report}
     card["lung_field"] = json.loads((args.out / "card.json").read_text())["lung_field"]
     card["metrics"].update(carried_history(previous))
@@ -330,6 +320,7 @@ def main() -> None:
     # The class probabilities ship as a blend with a frozen-ImageNet probe that reads the same lung crop.
     add_probe_member(args.out, df, data, smoke=args.smoke)
     export_served(args.out)  # what the app reads: LiteRT copies, checked against these Keras files
+    served_stage(args.out, df, data, smoke=args.smoke)  # the temperature and the test figures of what the app serves
     print("wrote", args.out, flush=True)
 
 
@@ -345,15 +336,19 @@ def carried_history(previous: dict | None) -> dict:
     pooling = ", both pooled with the lung prior" if "lung_prior" in previous else ""
     removed = e.get("probe_removed_export_directions")
     blind = f", the probe blind to {removed} export directions" if removed else ""
+    framed = f", {len(e['framings'])} framings averaged" if e.get("framings") else ""
+    gate = ", the gate on the probe's features" if "features" in m.get("gate", {}) else ""
     reads.append({
         "design": f"lung probe ({e['probe_input_size']} px, {e['probe_features']}) blended with the {member} "
-                  f"fine-tuned member at weight {e['finetuned_weight']:g}{pooling}{blind}",
+                  f"fine-tuned member at weight {e['finetuned_weight']:g}{pooling}{blind}{framed}{gate}",
         "accuracy": m["test"]["accuracy"], "macro_auc": m["test"]["macro_auc"],
         "ieee8023_accuracy": ieee8023_accuracy(m["test"]),
         "ece": m["test"].get("ece"), "opacity_ap50": m["test"].get("opacity_ap50"),
         "min_agreement": min((r["agreement"] for r in rob.get("transforms", [])), default=None),
         "max_mean_tv": max((r["mean_tv"] for r in rob.get("transforms", [])), default=None),
         "attention_in_lungs": rob.get("attention_in_lungs", {}).get("mean_share_inside_lung_boxes"),
+        "gate_chest_xrays_accepted": m.get("gate", {}).get("test_chest_xrays_accepted"),
+        "gate_others_refused": m.get("gate", {}).get("test_negatives_refused"),
         "note": "shipped until the next design replaced it"})
     earlier = dict(m.get("robustness_earlier", {}))
     first = next((r for r in reads if r["design"].startswith("whole-film probe")), None)
@@ -384,31 +379,6 @@ def lung_field_stage(args, df: pd.DataFrame, data: Path):
 
 def run_log_of(weights: Path) -> dict:
     return json.loads(weights.with_name(weights.name.removesuffix(".weights.h5") + ".json").read_text())
-
-
-def fit_gate(keras, model, predict, xva, pre, tr, data, smoke, gate_negatives, lung_model):
-    """Logistic regression on pooled features of the lung crop: chest X-rays vs photos, documents, screens
-    (whose "lung crop" is wherever the lung network puts it, as in the app)."""
-    from sklearn.linear_model import LogisticRegression
-    neg_tr, neg_te, desc = gate_negatives(data, smoke=smoke)
-    pos_idx = tr.index.to_numpy()
-    if smoke:
-        pos_idx = pos_idx[:16]
-    f_pos = predict(member_inputs_of(pre, pos_idx))["f"]
-    f_neg_tr = predict(read_lungs(lung_model, neg_tr).member_inputs())["f"]
-    f_neg_te = predict(read_lungs(lung_model, neg_te).member_inputs())["f"]
-    f_val = predict(xva)["f"]
-    X = np.concatenate([f_pos, f_neg_tr])
-    y = np.concatenate([np.ones(len(f_pos)), np.zeros(len(f_neg_tr))])
-    clf = LogisticRegression(C=0.5, max_iter=3000, class_weight="balanced").fit(X, y)
-    w, b = clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
-    s = lambda f: 1 / (1 + np.exp(-(f @ w + b)))
-    report = {"val_chest_xrays_accepted": float((s(f_val) >= 0.5).mean()),
-              "test_negatives_refused": float((s(f_neg_te) < 0.5).mean()),
-              "test_negatives_n": int(len(f_neg_te)),
-              "negatives_description": desc}
-    print("gate", report, flush=True)
-    return w, b, report
 
 
 def linear_probe_baseline(keras, te, tr, pre):

@@ -38,8 +38,8 @@ from demo_core.stats import expected_calibration_error, fit_temperature, wilson_
 from demo_core.stats import tempered as calibrated
 from demo_core.xray import labels as L
 from demo_core.xray.familiarity import FAMILIARITY_FILE, FamiliarityIndex
-from demo_core.xray.model import LUNG_FILE, PROBE_FILE
-from demo_core.xray.preprocess import CROP_DETAIL, LUNG_PASSES, probe_input
+from demo_core.xray.model import FRAMINGS_READ_BY, LUNG_FILE, PROBE_FILE
+from demo_core.xray.preprocess import CROP_DETAIL, FRAMINGS, LUNG_PASSES, framings_in_words, probe_input
 from demo_core.xray.robustness import MAX_MEAN_TV, MIN_AGREEMENT, TRANSFORMS, stability
 from demo_core.xray.split import load_manifest
 
@@ -153,15 +153,15 @@ CACHE = ROOT / ".devdata" / "probe_features"  # git-ignored; --reuse-features re
 REUSE = {"on": False, "write": False}
 
 
-def cache_path(size: int) -> Path:
+def cache_path(size: int, images: str = "features") -> Path:
     # The features depend on the lung reading (its looks and crop detail) and on the prior, which depends on the
-    # lung network's windows too.
-    return CACHE / f"features_{size}_lung_prior_looks{LUNG_PASSES}_crop{CROP_DETAIL}.npz"
+    # lung network's windows too. ``images``: "features" for the films, "gate" for the gate's other images.
+    return CACHE / f"{images}_{size}_lung_prior_looks{LUNG_PASSES}_crop{CROP_DETAIL}.npz"
 
 
-def cached(size: int, compute):
+def cached(size: int, compute, images: str = "features"):
     """The features at ``size`` px, from the cache when --reuse-features says so; always written back."""
-    path = cache_path(size)
+    path = cache_path(size, images)
     if REUSE["on"] and path.is_file():
         with np.load(path) as f:
             flat = {k: f[k] for k in f.files}
@@ -369,14 +369,34 @@ def leave_one_source_out(x_tr, y_tr, src_tr, x_all, y_all, src_all, best) -> dic
 
 # ----------------------------------------------------------------------------- stage: export
 
-def export_probe(keras, backbone, w: np.ndarray, b: np.ndarray):
+def export_probe(keras, backbone, w: np.ndarray, b: np.ndarray, gate: tuple[np.ndarray, float]):
+    """The probe's inference graph: class probabilities, the gate's score, pooled features (familiarity) and the
+    last feature map (attention)."""
     from keras import layers
     head = layers.Dense(len(L.CLASSES), name="probe_logits")
     logits = head(backbone.output["pooled"])
     head.set_weights([w.astype(np.float32), b.astype(np.float32)])
+    gate_layer = layers.Dense(1, activation="sigmoid", name="is_chest_xray")
+    is_chest_xray = gate_layer(backbone.output["pooled"])
+    gate_layer.set_weights([gate[0].reshape(-1, 1).astype(np.float32), np.array([gate[1]], np.float32)])
     return keras.Model(backbone.input, {"probabilities": layers.Softmax(name="probabilities")(logits),
+                                        "is_chest_xray": is_chest_xray,
                                         "features": backbone.output["features"],
                                         "pooled": backbone.output["pooled"]}, name="xray_probe")
+
+
+def gate_of(keras, lung_model, data: Path, smoke: bool, best: dict, prior: np.ndarray, x: dict,
+            n_train: int) -> tuple[tuple[np.ndarray, float], dict]:
+    """The chest X-ray gate on the chosen probe's features (``xray_gate``): the training films against photos,
+    documents and generated images (``gate_data``), read the app's way."""
+    from gate_data import gate_negatives  # training-only helpers
+    from xray_gate import gate_stage
+    train, test, description = gate_negatives(data, smoke=smoke)
+    feats = cached(best["size"], lambda: pooled_features(
+        keras, {"train": read_lungs(lung_model, train), "test": read_lungs(lung_model, test)}, best["size"], prior),
+        images="gate")
+    return gate_stage(originals(x["train"], n_train), design_features(feats["train"], best["design"]),
+                      design_features(feats["test"], best["design"]), x["val"], x["test"], description)
 
 
 def summarise_grid(grid: list[dict]) -> dict:
@@ -423,14 +443,17 @@ def architecture(ensemble: dict) -> str:
         "training films whose drawn lung boxes cover it, so the mediastinum, shoulders, corners and abdomen count "
         "little. Fine-tuned member (ImageNet start, BatchNorm frozen) reading that crop at 224x224: logistic head on "
         "its lung-pooled 7x7 features (refitted with the trunk frozen), CenterNet-style opacity head (14x14 heat map "
-        "+ box size), logistic-regression gate on average-pooled features. Frozen ImageNet probe reading the same "
+        "+ box size). Frozen ImageNet probe reading the same "
         f"crop at {size}x{size}: logistic regression on the lung-pooled features of "
         f"{'every block and the last layer (standardised)' if ensemble['probe_features'] == 'all_blocks' else 'the last layer'}"
         ", trained on the training films and a random export of each"
         + (f", blind to the {ensemble['probe_removed_export_directions']} feature directions those exports move the "
            "films along most" if ensemble.get("probe_removed_export_directions") else "") + ". "
-        f"Class probabilities = softmax(log({w:g} x fine-tuned + {1 - w:g} x probe) / {ensemble['temperature']:g}) "
-        "(weight and temperature chosen on validation). Attention = each member's class activation map weighted "
+        "The chest X-ray gate: a logistic regression on the probe's pooled features (photos, pages and generated "
+        "images against the training films). "
+        f"Class probabilities = softmax(log({w:g} x fine-tuned + {1 - w:g} x probe) / {ensemble['temperature']:g}), "
+        f"{FRAMINGS_READ_BY}'s probabilities averaged over {len(FRAMINGS)} framings of the lung crop "
+        f"({framings_in_words()}) (weight, framings and temperature chosen on validation). Attention = each member's class activation map weighted "
         "by the same prior, placed on the lung crop. Both networks are served with their batch norms folded into "
         "the convolutions.")
 
@@ -494,10 +517,11 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
                "lung_probe": classification_metrics(y["test"], p_probe_te, src["test"])}
     print(json.dumps({k: blend[k] for k in ("accuracy", "macro_auc", "ece", "ece_before_calibration")}), flush=True)
 
+    gate, gate_report = gate_of(keras, lung_model, data, smoke, best, prior, x, n_train)
     export_probe(keras, probe_backbone(keras, DESIGNS[design]["layers"], size, prior),
-                 *best["rows"]).save(folder / PROBE_FILE)
+                 *best["rows"], gate).save(folder / PROBE_FILE)
     index.save(folder / FAMILIARITY_FILE)
-    write_probe_card(folder, card, best, blend, members, grid, loso, per_source_flags, index)
+    write_probe_card(folder, card, best, blend, members, grid, loso, per_source_flags, index, gate_report)
     return card
 
 
@@ -544,7 +568,7 @@ def familiarity_section(index: FamiliarityIndex, flags: dict, test_share: float)
             "test_films_flagged": test_share}
 
 
-def write_probe_card(folder, card, best, blend, members, grid, loso, flags, index) -> None:
+def write_probe_card(folder, card, best, blend, members, grid, loso, flags, index, gate_report) -> None:
     card.pop("files", None)
     card.pop("date", None)  # the class probabilities changed today
     test = card["metrics"]["test"]
@@ -583,6 +607,8 @@ def write_probe_card(folder, card, best, blend, members, grid, loso, flags, inde
                                        "per_transform": best["val"]["per_transform"]},
                         "validation_grid": summarise_grid(grid)}
     card["familiarity"] = familiarity_section(index, flags, blend["unfamiliar_share"])
+    card["metrics"]["gate"] = gate_report
+    card["training_data"]["gate_negatives"] = gate_report["negatives"]
     card["architecture"] = architecture(card["ensemble"])
     card["limitations"] = with_source_limitation(card.get("limitations", []), loso)
     card["input"]["probe_reading"] = (f"lung field from lungs.keras ({LUNG_PASSES} looks), cut from the film with "

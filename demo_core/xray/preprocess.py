@@ -19,6 +19,12 @@ The *lung reading* (``LungReading``), which both members use:
   histogram-equalised, so gamma, windowing and an inverted DICOM LUT give the
   same pixels.  The fine-tuned member reads it at 224 px (``member_input``), the
   probe at its own size (``probe_input``).
+- **Three framings.** The probe reads the crop at three framings of the same
+  field (``FRAMINGS``: as found, 4 % tighter, 4 % wider) and its class
+  probabilities are averaged, so a lung field found a few pixels off, or an
+  export that moves it, barely moves the answer.  The fine-tuned member, the
+  boxes, the attention map, the gate and the familiarity score read the first
+  framing (``model.FRAMINGS_READ_BY``).
 
 ``to_model_input`` (the whole film squashed to 224 px) is how the first fine-tuned
 member read films; the whole-film ImageNet baseline in the card still reads it.
@@ -41,6 +47,17 @@ MIN_REFINE_PX = 32  # a cut smaller than this (in film pixels) is not looked at 
 LUNG_NET_SIZE = 96  # px: what the lung-field network reads
 LUNG_MARGIN = 0.06  # the crop reaches this fraction of the lung field's size beyond it on every side
 MIN_CROP_FRACTION = 0.35  # a predicted field smaller than this share of a side is widened to it
+# The crop window scaled about the field's centre; the probe's class probabilities are averaged over these.
+# The first is the crop as found (the fine-tuned member, boxes, attention, gate and familiarity read it). Chosen
+# on validation (docs/experiments.md, 2026-12-03): worst mean TV over the nine exports 0.053 -> 0.048.
+FRAMINGS = (1.0, 0.96, 1.04)
+
+
+def framings_in_words() -> str:
+    """``FRAMINGS`` as the page says them: "as found, 4 % tighter and 4 % wider"."""
+    words = ["as found" if f == 1 else f"{abs(1 - f):.0%} {'tighter' if f < 1 else 'wider'}".replace("%", " %")
+             for f in FRAMINGS]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def to_model_input(gray: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
@@ -79,14 +96,15 @@ def lung_net_input(common: np.ndarray) -> np.ndarray:
     return _unit_range(small)[..., None]
 
 
-def crop_window(field: np.ndarray) -> tuple[int, int, int, int]:
-    """The lung field (x0, y0, x1, y1 as fractions of the film) -> the crop, in common-detail pixels."""
+def crop_window(field: np.ndarray, framing: float = 1.0) -> tuple[int, int, int, int]:
+    """The lung field (x0, y0, x1, y1 as fractions of the film) -> the crop, in common-detail pixels; ``framing``
+    scales the crop about its centre (``FRAMINGS``)."""
     x0, y0, x1, y1 = (float(v) for v in np.clip(field, 0.0, 1.0))
     x0, x1 = sorted((x0, x1))
     y0, y1 = sorted((y0, y1))
     w, h = max(x1 - x0, MIN_CROP_FRACTION), max(y1 - y0, MIN_CROP_FRACTION)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    w, h = w * (1 + 2 * LUNG_MARGIN), h * (1 + 2 * LUNG_MARGIN)
+    w, h = w * (1 + 2 * LUNG_MARGIN) * framing, h * (1 + 2 * LUNG_MARGIN) * framing
     box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]).clip(0.0, 1.0) * COMMON_DETAIL
     return int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))
 
@@ -161,7 +179,17 @@ class LungReading:
     """Where the probe looked: the lung field the network found and the crop it read, in film fractions."""
 
     field: tuple[float, float, float, float]
-    window: tuple[int, int, int, int]  # common-detail pixels
+    window: tuple[int, int, int, int]  # common-detail pixels, the first framing
+
+    @classmethod
+    def of(cls, field: np.ndarray) -> LungReading:
+        """The reading of a lung field the network found (fractions of the film)."""
+        return cls(tuple(float(v) for v in field), crop_window(field))
+
+    @property
+    def windows(self) -> tuple[tuple[int, int, int, int], ...]:
+        """The crop at every framing (``FRAMINGS``), the first one first, in common-detail pixels."""
+        return tuple(crop_window(np.array(self.field), f) for f in FRAMINGS)
 
     def window_in_image(self, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
         """The crop in the input image's pixels (x0, y0, x1, y1)."""
