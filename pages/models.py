@@ -188,6 +188,12 @@ def xray_reading_notes(card: dict) -> None:
             text += (f" (chest films refused {cv['chest_films_refused']:.2%}, other images accepted "
                      f"{cv['other_images_accepted']:.2%})")
         text += f"; validation chest films accepted {fmt(gate.get('val_chest_xrays_accepted'), '.2%')}."
+        held = gate.get("held_out_sources", {})
+        if held:
+            films, worst = sum(v["n"] for v in held.values()), min(v["accepted"] for v in held.values())
+            share = "every film" if worst == 1 else f"at least {worst:.1%} of the films"
+            text += (f" Refitted without each source in turn, it accepted {share} of that source ({len(held)} "
+                     f"sources, {films:,} films).")
         earlier = [r for r in card["metrics"].get("earlier_test_reads", [])
                    if r.get("gate_others_refused") and "gate on the probe" not in r["design"]]
         if earlier:

@@ -58,6 +58,16 @@ def test_models_page_says_how_well_the_xray_finds_the_lungs_it_reads():
     assert f"cut by 6 % per side {field['border_crop_6pct_iou']:.3f}" in body
 
 
+def test_models_page_says_how_the_xray_answer_is_read_and_what_the_gate_reads():
+    from demo_core.cards import load_card
+    card = load_card("xray").raw
+    body = texts(page("models"))
+    assert f"reads {len(card['ensemble']['framings'])} framings of the lung crop" in body
+    assert f"same blend read with one framing on this test split: accuracy {card['metrics']['test_one_framing']['accuracy']:.3f}" in body
+    assert "The gate reads the probe's lung-pooled ImageNet features" in body
+    assert f"({len(card['metrics']['gate']['held_out_sources'])} sources" in body
+
+
 def test_xray_page_with_an_uploaded_film(chest_film):
     at = page("xray", xray_input=(chest_film.name, chest_film.read_bytes()))
     assert not at.exception

@@ -89,6 +89,7 @@ def test_xray_weights_trained_elsewhere_go_through_the_same_export_and_card(tmp_
     assert "finetune_xray.py" in card["training"]["run"] and card["ensemble"]["finetuned_weight"] is not None
     # the gate is fitted on the probe's features; the temperature and test figures are the served model's
     assert card["metrics"]["gate"]["cross_validation"] and "probe" in card["metrics"]["gate"]["features"]
+    assert card["metrics"]["gate"]["held_out_sources"]
     assert card["ensemble"]["framings"] and card["ensemble"]["validation_served"]["per_transform"]
     assert card["metrics"]["test_one_framing"]["accuracy"] >= 0
     monkeypatch.setenv("DEMO_WEIGHTS_DIR", str(tmp_path))

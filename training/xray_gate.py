@@ -13,6 +13,7 @@ others it refuses.
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -69,3 +70,18 @@ def gate_stage(x_films: np.ndarray, x_others: np.ndarray, x_others_test: np.ndar
               "negatives": description}
     print("gate", {k: v for k, v in report.items() if k != "negatives"}, flush=True)
     return (w, b), report
+
+
+def held_out_sources(x_films: np.ndarray, film_sources: np.ndarray, x_others: np.ndarray, x_every: np.ndarray,
+                     every_source: np.ndarray, c: float) -> dict:
+    """For each source, the gate refitted without its training films, and the share of all its films (every split)
+    accepted: would a hospital the gate never saw get its films through?"""
+    out = {}
+    for source in sorted(set(every_source)):
+        keep = film_sources != source
+        x = np.concatenate([x_films[keep], x_others])
+        y = np.concatenate([np.ones(int(keep.sum()), int), np.zeros(len(x_others), int)])
+        scores = gate_scores(x_every[every_source == source], *fit_gate(x, y, c))
+        out[str(source)] = {"n": int(scores.size), "accepted": float((scores >= GATE_THRESHOLD).mean())}
+    print("gate, sources held out", json.dumps(out), flush=True)
+    return out

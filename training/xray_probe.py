@@ -386,17 +386,43 @@ def export_probe(keras, backbone, w: np.ndarray, b: np.ndarray, gate: tuple[np.n
 
 
 def gate_of(keras, lung_model, data: Path, smoke: bool, best: dict, prior: np.ndarray, x: dict,
-            n_train: int) -> tuple[tuple[np.ndarray, float], dict]:
+            n_train: int, src: dict) -> tuple[tuple[np.ndarray, float], dict]:
     """The chest X-ray gate on the chosen probe's features (``xray_gate``): the training films against photos,
-    documents and generated images (``gate_data``), read the app's way."""
+    documents and generated images (``gate_data``), read the app's way; and refitted without each source."""
     from gate_data import gate_negatives  # training-only helpers
     from xray_gate import gate_stage
     train, test, description = gate_negatives(data, smoke=smoke)
     feats = cached(best["size"], lambda: pooled_features(
         keras, {"train": read_lungs(lung_model, train), "test": read_lungs(lung_model, test)}, best["size"], prior),
         images="gate")
-    return gate_stage(originals(x["train"], n_train), design_features(feats["train"], best["design"]),
-                      design_features(feats["test"], best["design"]), x["val"], x["test"], description)
+    others = design_features(feats["train"], best["design"])
+    gate, report = gate_stage(originals(x["train"], n_train), others, design_features(feats["test"], best["design"]),
+                              x["val"], x["test"], description)
+    report["held_out_sources"] = gate_held_out(x, src, n_train, others, report["C"])
+    return gate, report
+
+
+def gate_held_out(x: dict, src: dict, n_train: int, others: np.ndarray, c: float) -> dict:
+    from xray_gate import held_out_sources
+    return held_out_sources(originals(x["train"], n_train), src["train"], others,
+                            np.concatenate([originals(x["train"], n_train), x["val"], x["test"]]),
+                            np.concatenate([src["train"], src["val"], src["test"]]), c)
+
+
+def refit_gate_held_out(folder: Path, df: pd.DataFrame) -> None:
+    """Only the gate's held-out-source figures, from the features the last full run cached (seconds)."""
+    card = json.loads((folder / "card.json").read_text())
+    e, gate = card["ensemble"], card["metrics"]["gate"]
+    if not (cache_path(e["probe_input_size"]).is_file() and cache_path(e["probe_input_size"], "gate").is_file()):
+        raise SystemExit(f"no cached features in {CACHE}: run train_xray.py or xray_probe.py in full first")
+    REUSE["on"] = True
+    feats, others = cached(e["probe_input_size"], None), cached(e["probe_input_size"], None, images="gate")
+    x = {k: design_features(feats[k], e["probe_features"]) for k in ("train", "val", "test")}
+    src = {s: df[df.split == s].source.to_numpy() for s in ("train", "val", "test")}
+    gate["held_out_sources"] = gate_held_out(x, src, int((df.split == "train").sum()),
+                                             design_features(others["train"], e["probe_features"]), gate["C"])
+    card.pop("files", None)
+    write_card(folder, card)
 
 
 def summarise_grid(grid: list[dict]) -> dict:
@@ -517,7 +543,7 @@ def add_probe_member(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = F
                "lung_probe": classification_metrics(y["test"], p_probe_te, src["test"])}
     print(json.dumps({k: blend[k] for k in ("accuracy", "macro_auc", "ece", "ece_before_calibration")}), flush=True)
 
-    gate, gate_report = gate_of(keras, lung_model, data, smoke, best, prior, x, n_train)
+    gate, gate_report = gate_of(keras, lung_model, data, smoke, best, prior, x, n_train, src)
     export_probe(keras, probe_backbone(keras, DESIGNS[design]["layers"], size, prior),
                  *best["rows"], gate).save(folder / PROBE_FILE)
     index.save(folder / FAMILIARITY_FILE)
@@ -622,9 +648,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--reuse-features", action="store_true", help="read the features cached by the last run")
+    ap.add_argument("--gate-held-out-only", action="store_true",
+                    help="refit only the gate without each source in turn (card figures), from the cached features")
     ap.add_argument("--familiarity-only", action="store_true",
                     help="refit only the familiarity index and its threshold, from the cached features")
     args = ap.parse_args()
+    if args.gate_held_out_only:
+        return refit_gate_held_out(args.out, load_manifest(require_data()))
     if args.familiarity_only:
         return refit_familiarity(args.out, load_manifest(require_data()))
     REUSE["on"], REUSE["write"] = args.reuse_features and not args.smoke, not args.smoke
