@@ -13,10 +13,15 @@ agreement >= 0.95, mean total variation <= 0.05), the best accuracy + macro AUC;
 input size, its features, C and the blend weight ``w`` (``w * fine-tuned + (1 - w) * probe``).
 Then a temperature is fitted on validation (calibration), the familiarity index is built and its
 threshold set on sources held out entirely, every source large enough is held out in turn
-(leave-one-source-out), and the test split is read once.
+(leave-one-source-out), the chest X-ray gate is fitted on the chosen probe's features (xray_gate.py),
+and the test split is read once.
 
     python training/xray_probe.py       # about 30 min on 2 CPU cores; rewrites probe.keras, familiarity.npz, card
     python training/xray_probe.py --smoke --out DIR   (DIR holds a smoke model.keras, lungs.keras and card.json)
+    python training/xray_probe.py --gate-held-out-only   # the gate refitted without each source (cached features)
+
+Run alone, it leaves the served copies behind: run export_xray_litert.py and xray_served_read.py after it, as
+train_xray.py does, so that the app serves this probe and the card's temperature and test figures are its own.
 """
 
 from __future__ import annotations
