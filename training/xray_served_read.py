@@ -1,8 +1,8 @@
 """The last X-ray stage: the served model, read as the app reads films.
 
 The probe's stage (``xray_probe.py``) chose its head, the blend weight and a first temperature from the Keras
-graphs' probabilities on one framing of the lung crop. The app reads the film through LiteRT and averages the
-probe's probabilities over every framing of ``preprocess.FRAMINGS`` (``model.FRAMINGS_READ_BY``). This stage reads the validation films
+graphs' probabilities on one framing of the lung crop. The app reads the film through LiteRT and averages
+the probe's probabilities over every framing of ``preprocess.FRAMINGS`` (``model.FRAMINGS_READ_BY``). This stage reads the validation films
 that way to fit the temperature again, measures how the served answer holds under the validation exports (the
 films the probe's rule read), and then reads the test split once: the card's test figures are the served
 model's, and the one-framing figures stay beside them.

@@ -260,7 +260,7 @@ class XrayModel:
         return out, out["probabilities"][0].astype(float), np.mean(probe, axis=0)
 
     def blend(self, finetuned: np.ndarray, probe: np.ndarray) -> np.ndarray:
-        """The shipped class probabilities from both members' probabilities (the card's weight, then its temperature)."""
+        """The shipped class probabilities from both members' (the card's weight, then its temperature)."""
         w = self.finetuned_weight
         return tempered(w * finetuned + (1 - w) * probe, self.temperature)
 
