@@ -2,10 +2,10 @@
 
 The probe's stage (``xray_probe.py``) chose its head, the blend weight and a first temperature from the Keras
 graphs' probabilities on one framing of the lung crop. The app reads the film through LiteRT and averages
-the probe's probabilities over every framing of ``preprocess.FRAMINGS`` (``model.FRAMINGS_READ_BY``). This stage reads the validation films
-that way to fit the temperature again, measures how the served answer holds under the validation exports (the
-films the probe's rule read), and then reads the test split once: the card's test figures are the served
-model's, and the one-framing figures stay beside them.
+the probe's probabilities over every framing of ``preprocess.FRAMINGS`` (``model.FRAMINGS_READ_BY``). This
+stage reads the validation films that way to fit the temperature again, measures how the served answer holds
+under the validation exports (the films the probe's rule read), and then reads the test split once: the card's
+test figures are the served model's, and the one-framing figures stay beside them.
 
     python training/xray_served_read.py        # after train_xray.py or export_xray_litert.py: about 4 min
 """
