@@ -228,7 +228,8 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
         "task": "xray", "version": "1.0.0" if not args.smoke else "smoke",
         "architecture": "MobileNetV2 (ImageNet, fine-tuned, BatchNorm frozen) reading the lung crop at 224x224; "
                         "logistic head on its 7x7 features pooled with the lung prior; CenterNet-style opacity "
-                        "head (14x14 heat map + box size) on a 2-level feature pyramid; attention = class activation map weighted by the lung prior "
+                        "head (14x14 heat map + box size) on a 2-level feature pyramid; attention = class activation "
+                        "map weighted by the lung prior "
                         "(equal to Grad-CAM for a weighted-pooling + linear head).",
         "labels": L.CLASSES,
         "input": {"size": [INPUT_SIZE, INPUT_SIZE], "channels": "grayscale replicated to 3",

@@ -417,17 +417,28 @@ def gate_held_out(x: dict, src: dict, n_train: int, others: np.ndarray, c: float
 def refit_gate_held_out(folder: Path, df: pd.DataFrame) -> None:
     """Only the gate's held-out-source figures, from the features the last full run cached (seconds)."""
     card = json.loads((folder / "card.json").read_text())
-    e, gate = card["ensemble"], card["metrics"]["gate"]
-    if not (cache_path(e["probe_input_size"]).is_file() and cache_path(e["probe_input_size"], "gate").is_file()):
-        raise SystemExit(f"no cached features in {CACHE}: run train_xray.py or xray_probe.py in full first")
-    REUSE["on"] = True
-    feats, others = cached(e["probe_input_size"], None), cached(e["probe_input_size"], None, images="gate")
-    x = {k: design_features(feats[k], e["probe_features"]) for k in ("train", "val", "test")}
-    src = {s: df[df.split == s].source.to_numpy() for s in ("train", "val", "test")}
-    gate["held_out_sources"] = gate_held_out(x, src, int((df.split == "train").sum()),
-                                             design_features(others["train"], e["probe_features"]), gate["C"])
+    x, src = cached_films(card, df)
+    others = design_features(cached_features(card, "gate")["train"], card["ensemble"]["probe_features"])
+    gate = card["metrics"]["gate"]
+    gate["held_out_sources"] = gate_held_out(x, src, int((df.split == "train").sum()), others, gate["C"])
     card.pop("files", None)
     write_card(folder, card)
+
+
+def cached_features(card: dict, images: str = "features") -> dict:
+    """The features the last full run cached for the card's probe size (the cache-only refits read them)."""
+    size = card["ensemble"]["probe_input_size"]
+    if not cache_path(size, images).is_file():
+        raise SystemExit(f"no cached features in {CACHE}: run train_xray.py or xray_probe.py in full first")
+    REUSE["on"] = True
+    return cached(size, compute=None, images=images)
+
+
+def cached_films(card: dict, df: pd.DataFrame) -> tuple[dict, dict]:
+    """The films' cached features in the card's probe design, and their sources, per split."""
+    feats = cached_features(card)
+    x = {k: design_features(feats[k], card["ensemble"]["probe_features"]) for k in ("train", "val", "test")}
+    return x, {s: df[df.split == s].source.to_numpy() for s in ("train", "val", "test")}
 
 
 def summarise_grid(grid: list[dict]) -> dict:
@@ -484,7 +495,8 @@ def architecture(ensemble: dict) -> str:
         "images against the training films). "
         f"Class probabilities = softmax(log({w:g} x fine-tuned + {1 - w:g} x probe) / {ensemble['temperature']:g}), "
         f"{FRAMINGS_READ_BY}'s probabilities averaged over {len(FRAMINGS)} framings of the lung crop "
-        f"({framings_in_words()}) (weight, framings and temperature chosen on validation). Attention = each member's class activation map weighted "
+        f"({framings_in_words()}) (weight, framings and temperature chosen on validation). "
+        "Attention = each member's class activation map weighted "
         "by the same prior, placed on the lung crop. Both networks are served with their batch norms folded into "
         "the convolutions.")
 
@@ -569,13 +581,7 @@ def familiarity_stage(x: dict, src: dict, n_train: int, smoke: bool) -> tuple[Fa
 def refit_familiarity(folder: Path, df: pd.DataFrame) -> None:
     """Only the familiarity index and its threshold, from the features the last full run cached (seconds)."""
     card = json.loads((folder / "card.json").read_text())
-    e = card["ensemble"]
-    if not cache_path(e["probe_input_size"]).is_file():
-        raise SystemExit(f"no cached features in {CACHE}: run train_xray.py or xray_probe.py in full first")
-    REUSE["on"] = True
-    feats = cached(e["probe_input_size"], compute=None)
-    x = {k: design_features(feats[k], e["probe_features"]) for k in ("train", "val", "test")}
-    src = {s: df[df.split == s].source.to_numpy() for s in ("train", "val", "test")}
+    x, src = cached_films(card, df)
     index, flags = familiarity_stage(x, src, int((df.split == "train").sum()), smoke=False)
     index.save(folder / FAMILIARITY_FILE)
     share = float((index.scores(x["test"]) > index.threshold).mean())

@@ -21,7 +21,7 @@ import pandas as pd
 
 from common import ROOT, require_data, write_card
 from xray_common import classification_metrics, film_grays
-from xray_probe import architecture, robustness_subset
+from xray_probe import architecture, ieee8023_accuracy, robustness_subset
 
 from demo_core.stats import expected_calibration_error, fit_temperature, tempered
 from demo_core.xray.model import FRAMINGS_READ_BY, XrayModel, load
@@ -41,15 +41,9 @@ def served_members(model: XrayModel, grays: list[np.ndarray]) -> tuple[np.ndarra
     return np.stack(finetuned), np.stack(probe)
 
 
-def mixed(model: XrayModel, members: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The blend before the temperature."""
-    w = model.finetuned_weight
-    return w * members[0] + (1 - w) * members[1]
-
-
 def calibrate_on_validation(model: XrayModel, val: pd.DataFrame, grays: list[np.ndarray], smoke: bool) -> dict:
     """The temperature fitted on the served validation answers, and those answers' accuracy and stability."""
-    raw = mixed(model, served_members(model, grays))
+    raw = model.mixed(*served_members(model, grays))
     y = val.y.to_numpy()
     t = fit_temperature(y, raw)
     metrics = classification_metrics(y, tempered(raw, t), val.source.to_numpy())
@@ -58,7 +52,7 @@ def calibrate_on_validation(model: XrayModel, val: pd.DataFrame, grays: list[np.
     rows = []
     for transform in TRANSFORMS[:2] if smoke else TRANSFORMS:
         moved = served_members(model, [transform.apply(grays[i]).gray() for i in subset])
-        rows.append(stability(transform.name, base, tempered(mixed(model, moved), t)))
+        rows.append(stability(transform.name, base, tempered(model.mixed(*moved), t)))
     report = {"temperature": t, "accuracy": metrics["accuracy"], "macro_auc": metrics["macro_auc"],
               "min_agreement": min(r.agreement for r in rows), "max_mean_tv": max(r.mean_tv for r in rows),
               "per_transform": {r.transform: {"agreement": r.agreement, "mean_tv": r.mean_tv} for r in rows},
@@ -71,7 +65,7 @@ def test_read(model: XrayModel, test: pd.DataFrame, grays: list[np.ndarray], t: 
     """The single served read of the test split: the blend (with its calibration) and each member alone."""
     members = served_members(model, grays)
     y, sources = test.y.to_numpy(), test.source.to_numpy()
-    raw = mixed(model, members)
+    raw = model.mixed(*members)
     blend = classification_metrics(y, tempered(raw, t), sources)
     blend["ece"] = expected_calibration_error(y, tempered(raw, t))
     blend["ece_before_calibration"] = expected_calibration_error(y, raw)
@@ -118,11 +112,10 @@ def served_read_replaced(card: dict) -> dict:
     """The served reading a re-run replaces, as an earlier test read: its accuracy, calibration and robustness."""
     m, e = card["metrics"], card["ensemble"]
     rows = m.get("robustness", {}).get("transforms", [])
-    source = m["test"].get("accuracy_per_source", {}).get("ieee8023", {})
     return {"design": f"the same weights, {e.get('framings_read_by', 'both members')} averaged over "
                       f"{len(e['framings'])} framings, temperature {e['temperature']:g}",
             "accuracy": m["test"]["accuracy"], "macro_auc": m["test"]["macro_auc"],
-            "ieee8023_accuracy": source.get("accuracy"), "ece": m["test"].get("ece"),
+            "ieee8023_accuracy": ieee8023_accuracy(m["test"]), "ece": m["test"].get("ece"),
             "min_agreement": min((r["agreement"] for r in rows), default=None),
             "max_mean_tv": max((r["mean_tv"] for r in rows), default=None),
             "note": "read on the test split, then replaced by the reading the card describes"}

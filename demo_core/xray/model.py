@@ -256,13 +256,18 @@ class XrayModel:
         framings, before the blend and the temperature."""
         out = self._forward(*self._inputs_of(crops[0]))
         probe = [out["probe_probabilities"][0].astype(float)]
-        probe += [self._probe(self._inputs_of(c)[1])["probabilities"][0].astype(float) for c in crops[1:]]
+        probe += [self._probe(probe_input(c, self.probe_size)[None])["probabilities"][0].astype(float)
+                  for c in crops[1:]]
         return out, out["probabilities"][0].astype(float), np.mean(probe, axis=0)
+
+    def mixed(self, finetuned: np.ndarray, probe: np.ndarray) -> np.ndarray:
+        """Both members' class probabilities mixed with the card's weight, before the temperature."""
+        w = self.finetuned_weight
+        return w * finetuned + (1 - w) * probe
 
     def blend(self, finetuned: np.ndarray, probe: np.ndarray) -> np.ndarray:
         """The shipped class probabilities from both members' (the card's weight, then its temperature)."""
-        w = self.finetuned_weight
-        return tempered(w * finetuned + (1 - w) * probe, self.temperature)
+        return tempered(self.mixed(finetuned, probe), self.temperature)
 
     def predict_image(self, image: LoadedImage) -> XrayPrediction:
         crops, lungs = self.read_lungs(image.gray())
