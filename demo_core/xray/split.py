@@ -58,3 +58,25 @@ def group_split(keys: list[str], strata: list[str], fractions=(0.7, 0.15, 0.15),
         for i, g in enumerate(groups):
             assignment[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
     return np.array([assignment[k] for k in keys])
+
+
+# ----------------------------------------------------------------------------- films from another hospital
+
+OUTSIDE_FOLDER = "cxr_nih"  # NIH Clinical Center films, "No Finding" or report-mined "Pneumonia" (its README)
+OUTSIDE_LABELS = ("no_finding", "pneumonia")
+# More of them are held out than in ``cxr/``: the test split must measure a share per view (AP, PA) of the normal
+# films with a useful interval. Fixed once (2026-12-07): patient-wise, stratified by label x view, seed 0.
+OUTSIDE_FRACTIONS = (0.45, 0.20, 0.35)
+
+
+def load_outside_manifest(data: Path, smoke: bool = False) -> pd.DataFrame:
+    """``data/cxr_nih/manifest.csv`` with its split (train / val / test by patient id); ``smoke``: 6 films per split
+    and label. ``path`` is each film's path under ``data``."""
+    df = pd.read_csv(data / OUTSIDE_FOLDER / "manifest.csv")
+    df["path"] = OUTSIDE_FOLDER + "/images/" + df["file"]
+    df["source"] = "nih"
+    df["split"] = group_split(df["patient_id"].tolist(), (df["label"] + "/" + df["view"]).tolist(),
+                              fractions=OUTSIDE_FRACTIONS, seed=0)
+    if smoke:
+        df = pd.concat([g.sample(min(len(g), 6), random_state=0) for _, g in df.groupby(["split", "label"])])
+    return df
