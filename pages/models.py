@@ -202,6 +202,66 @@ def xray_reading_notes(card: dict) -> None:
         st.caption(text)
 
 
+def render_xray_outside(typed: Card) -> None:
+    """Films from another hospital: the held-out NIH films beside the same-source figures, and the view audit."""
+    outside = typed.metrics.get("outside_hospital")
+    if not outside:
+        return
+    t, audit, target = outside["table"], outside["view_audit"], typed.target_text
+    earlier = (typed.metrics.get("earlier_outside_reads") or [{}])[-1].get("table", {})
+    st.markdown("**Films from another hospital** (NIH Clinical Center, held out by patient; none of them trained "
+                "or tuned on)")
+
+    def share(table: dict, view: str) -> str:
+        s = table.get("no_finding_called_negative", {}).get(view)
+        return "—" if not s else f"{s['share']:.2f} ({s['interval_95'][0]:.2f}–{s['interval_95'][1]:.2f}, n = {s['n']})"
+
+    def auc(table: dict) -> str:
+        if "pneumonia_auc" not in table:
+            return "—"
+        lo, hi = table["pneumonia_auc_interval_95"]
+        return f"{table['pneumonia_auc']:.3f} ({lo:.2f}–{hi:.2f})"
+
+    gap_before = earlier.get("mean_p_negative", {})
+    before_gap = (gap_before["no_finding/AP"] - gap_before["no_finding/PA"]) if {"no_finding/AP", "no_finding/PA"} \
+        <= set(gap_before) else None
+    rows = [("normal AP films called negative", share(t, "AP"), target("nih_no_finding_called_negative_ap"),
+             share(earlier, "AP")),
+            ("normal PA films called negative", share(t, "PA"), target("nih_no_finding_called_negative_pa"),
+             share(earlier, "PA")),
+            ("pneumonia vs normal AUC, 1 − P(negative)", auc(t), target("nih_pneumonia_auc"), auc(earlier)),
+            ("P(negative): normal AP − normal PA", fmt(audit.get("normal_view_gap_nih"), "+.3f"),
+             target("nih_normal_view_gap").replace("≤ ", "within ±"), fmt(before_gap, "+.3f")),
+            ("flagged unfamiliar", fmt(t.get("flagged_unfamiliar"), ".1%"), "", fmt(earlier.get("flagged_unfamiliar"), ".1%")),
+            ("P(abnormal) calibration error", fmt(t.get("abnormal_ece")), "", fmt(earlier.get("abnormal_ece"))),
+            ("wrong answers on normal films with a caution beside them", cautioned(t), "", cautioned(earlier)),
+            ("accepted by the gate", fmt(t.get("gate_accepted"), ".1%"), "", "")]
+    st.dataframe(pd.DataFrame(rows, columns=["metric", "result", "target", "before"]).astype(str), hide_index=True)
+    st.caption(f"{t['n']} films ({t['n_no_finding']} No Finding, {t['n_pneumonia']} Pneumonia); 95 % intervals. "
+               f"\"before\": the heads fitted on our collections alone. {outside.get('labels_can_show', '')}")
+    with st.expander("View audit: does the answer change with the film's view?"):
+        st.dataframe(pd.DataFrame([{"collection": r["collection"], "class": r["class"],
+                                    "AP: mean P(negative) (n)": view_cell(r["AP"]),
+                                    "PA: mean P(negative) (n)": view_cell(r["PA"])} for r in audit["rows"]]),
+                     hide_index=True)
+        st.caption("Films of the same class whose view is known: the held-out NIH films and our own test films. "
+                   "Within a class, P(negative) should not depend on whether the film was taken AP (bedside) or PA.")
+
+
+def cautioned(table: dict) -> str:
+    """'9 of 15': wrong answers on normal films that carried a caution (before the bedside caution, the
+    unfamiliar-film one was the only one)."""
+    wrong = table.get("wrong_on_normal")
+    if not wrong:
+        return "—"
+    shown = wrong.get("with_a_caution", wrong.get("flagged_unfamiliar"))
+    return "—" if shown is None else f"{shown} of {wrong['n']}"
+
+
+def view_cell(part: dict) -> str:
+    return "—" if not part["n"] else f"{part['mean_p_negative']:.2f} ({part['n']}, mostly {part['top_class']})"
+
+
 def render_xray(typed: Card) -> None:
     card = typed.raw
     target = typed.target_text
@@ -224,6 +284,7 @@ def render_xray(typed: Card) -> None:
         ("gate: photos/documents refused", fmt(g.get("test_negatives_refused"), ".2%"),
          target("gate_photos_refused"), f"n = {g.get('test_negatives_n', '—')}"),
     ]), hide_index=True)
+    render_xray_outside(typed)
     ens = card.get("ensemble", {})
     st.caption("The lung probe's input size, features, regularisation, the blend weight and the temperature "
                f"were chosen on {ens.get('selected_by', 'validation')}. Every member learnt from the training "

@@ -92,11 +92,15 @@ st.caption(DESCRIPTIONS[result.label])
 if result.caution():
     st.warning(f"**Unfamiliar film.** {result.caution()} (distance to the training films: "
                f"{result.familiarity:.2f}, warning above {result.familiarity_threshold:.2f})", icon="🧭")
+if result.bedside_caution():
+    st.warning(f"**Bedside (AP) film** ({result.view.source}). {result.bedside_caution()}", icon="🛏️")
 if check.caution():
     st.warning(f"**Unstable answer.** {check.caution()}", icon="🔁")
 else:
     st.caption("Self-check: the same answer after a 6 % border crop and as a quality-50 JPEG, the two exports "
                "that change answers most often.")
+if model.outside_hospital_note():
+    st.caption(model.outside_hospital_note())
 left, right = st.columns([3, 2])
 with right:
     ap = card.get("metrics", {}).get("test", {}).get("ap_per_class", {})

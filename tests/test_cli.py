@@ -35,7 +35,8 @@ def test_every_line_gets_an_answer_in_order(chest_film, car_photo):
     out = answers(run_cli("xray", "\n".join(lines) + "\n"))
     assert len(out) == 5
     assert out[0]["is_chest_xray"] is True and set(out[0]) == {"probabilities", "label", "boxes", "is_chest_xray",
-                                                      "unfamiliar_film", "familiarity"}
+                                                      "unfamiliar_film", "familiarity", "view", "cautions"}
+    assert out[0]["view"]["view"] in ("AP", "PA") and out[0]["view"]["source"] == "estimated from the film"
     assert "error" in out[1] and "error" in out[2] and "error" in out[4]
     assert out[3]["is_chest_xray"] is False
 

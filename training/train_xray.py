@@ -8,7 +8,8 @@ CenterNet-style opacity head; then the probe member, the blend and the "is this 
 Writes weights/xray/{model,probe,lungs}.{keras,tflite}, heads.npz, familiarity.npz and card.json. Stages:
 the lung field first (train_lungs.py), since the network reads only the lung crop it finds; then the
 fine-tuned member; then the probe member, the blend and the gate (xray_probe.py); last, the LiteRT
-copies the app serves (export_xray_litert.py), read the app's way for the temperature and the test figures
+copies the app serves (export_xray_litert.py); both class heads refitted with the outside films of cxr_nih,
+view-balanced (xray_outside.py); read the app's way for the temperature and the test figures
 (xray_served_read.py). With ``--finetuned``, the lung
 network that run read is kept (its sha256 is in the run's log). Splits are patient-wise where the
 manifest has patient ids; the test split is only read once, at the very end.
@@ -30,6 +31,7 @@ from finetune_xray import DEFAULT_LUNGS, GRID, STRIDE, finetune, member_inputs_o
 from train_lungs import add_lung_field
 from xray_common import CLASS_WEIGHTS, build_model, classification_metrics, load_lung_model
 from xray_probe import REUSE, add_probe_member, fit_head, ieee8023_accuracy
+from xray_outside import outside_stage
 from xray_served_read import served_stage
 
 from demo_core.xray import labels as L
@@ -321,6 +323,8 @@ def main() -> None:
     # The class probabilities ship as a blend with a frozen-ImageNet probe that reads the same lung crop.
     add_probe_member(args.out, df, data, smoke=args.smoke)
     export_served(args.out)  # what the app reads: LiteRT copies, checked against these Keras files
+    # both heads refitted with the outside films, view-balanced (reads the served trunks; exports again)
+    outside_stage(args.out, data, smoke=args.smoke, reuse=args.reuse_features)
     served_stage(args.out, df, data, smoke=args.smoke)  # the temperature and the test figures of what the app serves
     print("wrote", args.out, flush=True)
 

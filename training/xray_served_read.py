@@ -25,9 +25,11 @@ from xray_probe import architecture, ieee8023_accuracy, robustness_subset
 
 from demo_core.stats import expected_calibration_error, fit_temperature, tempered
 from demo_core.xray.model import FRAMINGS_READ_BY, XrayModel, load
+from demo_core.xray.outside import (MAX_VIEW_GAP, MIN_NORMAL_CALLED_NEGATIVE, MIN_PNEUMONIA_AUC, outside_report,
+                                    read_films, view_of)
 from demo_core.xray.preprocess import FRAMINGS, framings_in_words
 from demo_core.xray.robustness import MAX_MEAN_TV, MIN_AGREEMENT, TRANSFORMS, stability
-from demo_core.xray.split import load_manifest
+from demo_core.xray.split import load_manifest, load_outside_manifest
 
 
 def served_members(model: XrayModel, grays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,11 +43,13 @@ def served_members(model: XrayModel, grays: list[np.ndarray]) -> tuple[np.ndarra
     return np.stack(finetuned), np.stack(probe)
 
 
-def calibrate_on_validation(model: XrayModel, val: pd.DataFrame, grays: list[np.ndarray], smoke: bool) -> dict:
-    """The temperature fitted on the served validation answers, and those answers' accuracy and stability."""
+def calibrate_on_validation(model: XrayModel, val: pd.DataFrame, grays: list[np.ndarray], smoke: bool,
+                            temperature: float | None = None) -> dict:
+    """The temperature fitted on the served validation answers (or ``temperature``, fitted by the stage before
+    this one on films read the same way), and those answers' accuracy and stability."""
     raw = model.mixed(*served_members(model, grays))
     y = val.y.to_numpy()
-    t = fit_temperature(y, raw)
+    t = fit_temperature(y, raw) if temperature is None else temperature
     metrics = classification_metrics(y, tempered(raw, t), val.source.to_numpy())
     subset = robustness_subset(len(grays))
     base = tempered(raw[subset], t)
@@ -75,17 +79,35 @@ def test_read(model: XrayModel, test: pd.DataFrame, grays: list[np.ndarray], t: 
     return blend, alone
 
 
-def served_stage(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = False) -> dict:
-    """Recalibrate the served model on validation, read the test split once, and rewrite the card."""
+def served_stage(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = False,
+                 earlier_outside: dict | None = None) -> dict:
+    """Recalibrate the served model on validation, read the test split and the held-out outside films once, and
+    rewrite the card. ``earlier_outside``: the replaced design's outside read (``bench/xray_outside.py --json``)
+    when its card has none, kept among the earlier reads."""
     model = load(folder)
     val, test = df[df.split == "val"], df[df.split == "test"]
-    calibration = calibrate_on_validation(model, val, film_grays(data, val), smoke)
-    blend, members = test_read(model, test, film_grays(data, test), calibration["temperature"])
+    outside = load_outside_manifest(data, smoke=smoke)
+    outside_test = outside[outside.split == "test"]
     card = json.loads((folder / "card.json").read_text())
+    # xray_outside.py fitted the temperature on the NIH development films out of fold: those films are training
+    # films of the shipped heads now, so it is not fitted here again
+    fitted = card["ensemble"]["temperature"] if "outside_training" in card else None
+    calibration = calibrate_on_validation(model, val, film_grays(data, val), smoke, fitted)
+    test_grays = film_grays(data, test)
+    blend, members = test_read(model, test, test_grays, calibration["temperature"])
+    model.temperature = calibration["temperature"]  # the outside films are read as the app will read them
+    blend["unfamiliar_share"] = float(read_films(model, test_grays)["unfamiliar"].mean())
+    known_view = test[test.view.map(lambda v: view_of(v) is not None)]
+    outside_read = outside_report(model, outside_test, outside_grays(data, outside_test), known_view,
+                                  film_grays(data, known_view))
+    print("served outside test", json.dumps(outside_read["table"]["no_finding_called_negative"]),
+          json.dumps(outside_read["targets_met"]), flush=True)
     card.pop("files", None)
     metrics, ensemble = card["metrics"], card["ensemble"]
     test = metrics["test"]
-    if "test_one_framing" in metrics:  # an earlier served reading of these weights: its read stays in the card
+    if test.pop("superseded", False):  # xray_outside.py kept the read of the heads it replaced
+        pass
+    elif "test_one_framing" in metrics:  # an earlier served reading of these weights: its read stays in the card
         metrics.setdefault("earlier_test_reads", []).append(served_read_replaced(card))
     else:  # the probe stage's read: the same blend before the framings
         metrics["test_one_framing"] = {
@@ -96,12 +118,20 @@ def served_stage(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = False
             "members": {k: {"accuracy": v["accuracy"], "macro_auc": v["macro_auc"]}
                         for k, v in metrics.get("test_members", {}).items()}}
     test.update(blend)
+    card.get("familiarity", {})["test_films_flagged"] = blend["unfamiliar_share"]
     metrics["test_members"] = members
+    if "outside_hospital" in metrics or earlier_outside:
+        metrics.setdefault("earlier_outside_reads", []).append(
+            metrics.get("outside_hospital") or {"design": "heads fitted on cxr/ alone", **earlier_outside})
+    metrics["outside_hospital"] = {**outside_read, "design": outside_design(card), "labels_can_show": LABELS_CAN_SHOW}
+    card["targets"].update(OUTSIDE_TARGETS)
+    card["limitations"] = with_outside_limitation(card["limitations"], outside_read["table"])
     ensemble["framings"] = list(FRAMINGS)
     ensemble["framings_read_by"] = FRAMINGS_READ_BY
     ensemble["framings_described"] = framings_in_words()
     ensemble["temperature"] = calibration["temperature"]
-    ensemble["temperature_fitted_on"] = "validation films read as the app reads them (LiteRT, with the framings)"
+    if fitted is None:
+        ensemble["temperature_fitted_on"] = "validation films read as the app reads them (LiteRT, with the framings)"
     ensemble["validation_served"] = calibration
     card["architecture"] = architecture(ensemble)
     write_card(folder, card)
@@ -112,7 +142,8 @@ def served_read_replaced(card: dict) -> dict:
     """The served reading a re-run replaces, as an earlier test read: its accuracy, calibration and robustness."""
     m, e = card["metrics"], card["ensemble"]
     rows = m.get("robustness", {}).get("transforms", [])
-    return {"design": f"the same weights, {e.get('framings_read_by', 'both members')} averaged over "
+    design = outside_design(card)
+    return {"design": f"{design}; {e.get('framings_read_by', 'both members')} averaged over "
                       f"{len(e['framings'])} framings, temperature {e['temperature']:g}",
             "accuracy": m["test"]["accuracy"], "macro_auc": m["test"]["macro_auc"],
             "ieee8023_accuracy": ieee8023_accuracy(m["test"]), "ece": m["test"].get("ece"),
@@ -121,13 +152,55 @@ def served_read_replaced(card: dict) -> dict:
             "note": "read on the test split, then replaced by the reading the card describes"}
 
 
+OUTSIDE_TARGETS = {"nih_no_finding_called_negative_ap": MIN_NORMAL_CALLED_NEGATIVE,
+                   "nih_no_finding_called_negative_pa": MIN_NORMAL_CALLED_NEGATIVE,
+                   "nih_pneumonia_auc": MIN_PNEUMONIA_AUC, "nih_normal_view_gap": MAX_VIEW_GAP}
+LABELS_CAN_SHOW = (
+    "NIH's labels were mined from reports. 'No Finding' maps to SIIM negative and is fairly clean, so the share of "
+    "normal films called negative is a real measure. 'Pneumonia' is noisy (about half showed no airspace opacity "
+    "on a radiologist's read) and never says which SIIM class an opacity would be: it can show whether the model "
+    "ranks these films as more abnormal than normal ones (an AUC that label noise caps well below 1), never "
+    "whether typical, indeterminate or atypical is right.")
+
+
+OUTSIDE_LIMITATION_START = "On films from another hospital"
+
+
+def with_outside_limitation(limitations: list[str], table: dict) -> list[str]:
+    """The card's limitations with the outside-hospital line stated in figures (the X-ray page shows them)."""
+    ap, pa = (table["no_finding_called_negative"][v] for v in ("AP", "PA"))
+    line = (f"{OUTSIDE_LIMITATION_START} (NIH, {table['n']} held-out films), {ap['share']:.0%} of normal AP and "
+            f"{pa['share']:.0%} of normal PA films were called negative, and 1 - P(negative) ranked report-labelled "
+            f"pneumonia above normal films with an AUC of {table['pneumonia_auc']:.2f}: a normal film can still be "
+            "called abnormal, and the answer's SIIM class was never checked on outside films (their labels do not "
+            "give it).")
+    kept = [x for x in limitations if not x.startswith(OUTSIDE_LIMITATION_START)]
+    return kept[:3] + [line] + kept[3:]
+
+
+def outside_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
+    import cv2
+    return [cv2.imread(str(data / p), cv2.IMREAD_GRAYSCALE) for p in part.path]
+
+
+def outside_design(card: dict) -> str:
+    chosen = card.get("outside_training", {}).get("chosen")
+    if not chosen:
+        return "heads fitted on cxr/ alone"
+    return (f"heads refitted with cxr_nih (NIH weight {chosen['nih_weight']:g}, view-balanced"
+            f"{', view-blind' if chosen['view_blind'] else ''}), fine-tuned weight {chosen['finetuned_weight']:g}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--earlier-outside", type=Path, help="bench/xray_outside.py --json of the design being replaced, "
+                    "when its card holds no outside read: kept among the earlier reads")
     args = ap.parse_args()
     data = require_data()
-    served_stage(args.out, load_manifest(data, smoke=args.smoke), data, smoke=args.smoke)
+    earlier = json.loads(args.earlier_outside.read_text()) if args.earlier_outside else None
+    served_stage(args.out, load_manifest(data, smoke=args.smoke), data, smoke=args.smoke, earlier_outside=earlier)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ from ..served import ServedNet
 from ..stats import tempered
 from .boxes import boxes_in_window
 from .familiarity import FAMILIARITY_FILE, FamiliarityIndex
+from .gate import refusal_before_gate
 from .labels import CLASSES
 from .lung_prior import prior_over
+from .view import VIEW_FILE, ViewHead, ViewReading
 from .preprocess import (CROP_DETAIL, FRAMINGS, INPUT_SIZE, LUNG_PASSES, LungReading, framings_in_words, lung_crop,
                          lung_field, member_input, probe_input)
 
@@ -76,6 +78,8 @@ class XrayPrediction:
     lungs: LungReading | None = None  # where both members read the film
     familiarity: float | None = None  # distance to the training films; 1.0 = a typical familiar film
     familiarity_threshold: float = float("inf")
+    view: ViewReading | None = None  # AP (bedside) or PA, stated by the DICOM or estimated
+    bedside_note: str | None = None  # what AP films from another hospital showed (from the card)
     _attention: _AttentionInputs | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -87,6 +91,16 @@ class XrayPrediction:
         """What the page says beside the answer when the film is unfamiliar."""
         return UNFAMILIAR_MESSAGE if self.is_chest_xray and self.unfamiliar else None
 
+    def bedside_caution(self) -> str | None:
+        """What the page says beside an abnormal answer on an AP (bedside) film: the view still moves the answer."""
+        if self.is_chest_xray and self.view is not None and self.view.view == "AP" and self.label != "negative":
+            return self.bedside_note
+        return None
+
+    def cautions(self) -> tuple[str, ...]:
+        """Every caution that goes beside this answer."""
+        return tuple(c for c in (self.caution(), self.bedside_caution()) if c)
+
     def to_dict(self) -> dict:
         """The CLI's answer schema."""
         return {"probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
@@ -94,7 +108,9 @@ class XrayPrediction:
                 "boxes": [b.to_dict() for b in self.boxes],
                 "is_chest_xray": self.is_chest_xray,
                 "unfamiliar_film": self.unfamiliar,
-                "familiarity": None if self.familiarity is None else round(self.familiarity, 3)}
+                "familiarity": None if self.familiarity is None else round(self.familiarity, 3),
+                "view": None if self.view is None else self.view.to_dict(),
+                "cautions": list(self.cautions())}
 
     def boxes_above(self, threshold: float) -> list[Box]:
         return [b for b in self.boxes if b.score >= threshold]
@@ -151,12 +167,14 @@ class XrayModel:
     """Thread-safe: each served network takes one reading at a time, and nothing else changes after loading."""
 
     def __init__(self, card: dict, nets: dict[str, ServedNet], heads: dict[str, np.ndarray],
-                 familiarity: FamiliarityIndex):
+                 familiarity: FamiliarityIndex, view: ViewHead | None = None):
         self.card = card
         ensemble = card["ensemble"]
         self.finetuned_weight = float(ensemble["finetuned_weight"])  # in the class probabilities
         self.temperature = float(ensemble.get("temperature", 1.0))
         self.familiarity_index = familiarity
+        self.view_head = view
+        self.bedside_note = bedside_note(card)
         decoding = card.get("decoding", {})
         self.default_threshold = float(decoding.get("default_score_threshold", 0.3))
         self.gate_threshold = float(decoding.get("gate_threshold", 0.5))
@@ -221,6 +239,16 @@ class XrayModel:
         return (f"On {a.get('n', 'the')} test films with drawn lungs, {share:.0%} of the map's weight lay inside the "
                 f"lungs, against {baseline}: a coarse guide to what the model weighed, not a locator of findings.")
 
+    def outside_hospital_note(self) -> str | None:
+        """How the answer held on held-out films from another hospital, as measured (from the card)."""
+        t = self.card.get("metrics", {}).get("outside_hospital", {}).get("table")
+        if not t:
+            return None
+        ap, pa = (t["no_finding_called_negative"][v] for v in ("AP", "PA"))
+        return (f"On {t['n']} held-out films from another hospital (NIH), {ap['share']:.0%} of normal bedside (AP) "
+                f"films and {pa['share']:.0%} of normal PA films came back negative (n = {ap['n']} and {pa['n']}); "
+                f"ranking report-labelled pneumonia above normal films, the AUC was {t['pneumonia_auc']:.2f}.")
+
     def input_description(self) -> str:
         """How the film is resized for the members, in words for the page."""
         return (f"lung field found in {LUNG_PASSES} looks, cut from your film with a margin (dashed frame), brought "
@@ -269,6 +297,13 @@ class XrayModel:
         """The shipped class probabilities from both members' (the card's weight, then its temperature)."""
         return tempered(self.mixed(finetuned, probe), self.temperature)
 
+    def _refusal_by_pixels(self, rgb: np.ndarray, gate: float) -> str | None:
+        if _coloured_fraction(rgb) > _MAX_COLOURED_FRACTION:
+            return "This is a colour image; chest radiographs are greyscale."
+        if gate < self.gate_threshold:
+            return "This does not look like a frontal chest X-ray."
+        return None
+
     def predict_image(self, image: LoadedImage) -> XrayPrediction:
         crops, lungs = self.read_lungs(image.gray())
         out, finetuned, probe = self.framed_forward(crops)
@@ -280,11 +315,7 @@ class XrayModel:
         heat = out["heatmap"][0, ..., 0]
         size = out["box_size"][0]
         gate = float(out["probe_is_chest_xray"][0, 0])
-        reason = None
-        if _coloured_fraction(image.pixels) > _MAX_COLOURED_FRACTION:
-            reason = "This is a colour image; chest radiographs are greyscale."
-        elif gate < self.gate_threshold:
-            reason = "This does not look like a frontal chest X-ray."
+        reason = refusal_before_gate(image.info, image.size) or self._refusal_by_pixels(image.pixels, gate)
         boxes = tuple(Box(tuple(b), score) for b, score in
                       boxes_in_window(heat, size, lungs.window_in_image(image.size), threshold=0.05, top_k=self.top_k))
         return XrayPrediction(
@@ -299,6 +330,8 @@ class XrayModel:
             lungs=lungs,
             familiarity=familiarity,
             familiarity_threshold=self.familiarity_index.threshold,
+            view=None if self.view_head is None else self.view_head.read(out["probe_pooled"], image.info),
+            bedside_note=self.bedside_note,
             _attention=attention,
         )
 
@@ -338,4 +371,18 @@ def load(folder: Path | None = None) -> XrayModel:
     nets = {name: ServedNet(folder / f"{name}.tflite", served.get(f"{name}.tflite", {}).get("outputs", {}))
             for name in SERVED}
     with np.load(folder / HEADS_FILE) as heads:
-        return XrayModel(card, nets, {k: heads[k] for k in heads.files}, FamiliarityIndex.load(folder / FAMILIARITY_FILE))
+        return XrayModel(card, nets, {k: heads[k] for k in heads.files}, FamiliarityIndex.load(folder / FAMILIARITY_FILE),
+                         ViewHead.load(folder / VIEW_FILE))
+
+
+def bedside_note(card: dict) -> str | None:
+    """The caution beside an abnormal answer on an AP film, in the held-out figures of films from another hospital
+    (None for a card without them)."""
+    table = card.get("metrics", {}).get("outside_hospital", {}).get("table")
+    if not table:
+        return None
+    ap, pa = (table["no_finding_called_negative"][v] for v in ("AP", "PA"))
+    return (f"On {ap['n']} held-out normal bedside (AP) films from another hospital, this model still called "
+            f"{1 - ap['share']:.0%} abnormal (against {1 - pa['share']:.0%} of {pa['n']} normal PA films): on an AP "
+            "film the heart looks larger and the shoulder blades lie over the lungs, and the model can read the "
+            "kind of film as disease.")

@@ -76,9 +76,10 @@ def _share(hits: np.ndarray) -> dict:
     return {"n": n, "share": right / n if n else float("nan"), "interval_95": [lo, hi]}
 
 
-def outside_table(p: np.ndarray, labels, views, unfamiliar=None) -> dict:
+def outside_table(p: np.ndarray, labels, views, unfamiliar=None, cautioned=None) -> dict:
     """The outside-hospital figures of class probabilities ``p`` (n, 4) for films labelled ``no_finding`` or
-    ``pneumonia``, with their views (AP / PA) and, when given, whether each film was flagged unfamiliar."""
+    ``pneumonia``, with their views (AP / PA) and, when given, whether each film was flagged unfamiliar and whether
+    any caution went beside its answer."""
     p, labels = np.asarray(p, float), np.asarray(labels)
     views = np.array([view_of(v) for v in views], dtype=object)
     normal, pneumonia = labels == "no_finding", labels == "pneumonia"
@@ -104,6 +105,10 @@ def outside_table(p: np.ndarray, labels, views, unfamiliar=None) -> dict:
         unfamiliar = np.asarray(unfamiliar, bool)
         table["flagged_unfamiliar"] = float(unfamiliar.mean())
         table["wrong_on_normal"]["flagged_unfamiliar"] = int((wrong & unfamiliar).sum())
+    if cautioned is not None:
+        cautioned = np.asarray(cautioned, bool)
+        table["with_a_caution"] = float(cautioned.mean())
+        table["wrong_on_normal"]["with_a_caution"] = int((wrong & cautioned).sum())
     return table
 
 
@@ -151,7 +156,18 @@ def read_films(model, grays) -> dict[str, np.ndarray]:
     preds = [model.predict_image(LoadedImage(np.repeat(g[..., None], 3, axis=2), "film")) for g in grays]
     return {"p": np.array([list(r.probabilities.values()) for r in preds]),
             "unfamiliar": np.array([r.unfamiliar for r in preds]),
+            "cautioned": np.array([bool(r.cautions()) for r in preds]),
+            "view": np.array([None if r.view is None else r.view.view for r in preds], dtype=object),
             "accepted": np.array([r.is_chest_xray for r in preds])}
+
+
+def view_accuracy(estimated, stated) -> dict | None:
+    """How often the view estimate agrees with the view the manifest states (films with a known view)."""
+    truth = np.array([view_of(v) for v in stated], dtype=object)
+    known = np.array([t is not None and e is not None for t, e in zip(truth, estimated)])
+    if not known.any():
+        return None
+    return _share(np.asarray(estimated)[known] == truth[known])
 
 
 def outside_report(model, outside, outside_grays, audit_films, audit_grays) -> dict:
@@ -159,8 +175,10 @@ def outside_report(model, outside, outside_grays, audit_films, audit_grays) -> d
     ``split.load_outside_manifest``) and the view audit over them and the ``cxr/`` films with a known view."""
     o = read_films(model, outside_grays)
     a = read_films(model, audit_grays)
-    table = outside_table(o["p"], outside.label, outside.view, o["unfamiliar"])
+    table = outside_table(o["p"], outside.label, outside.view, o["unfamiliar"], o["cautioned"])
     table["gate_accepted"] = float(o["accepted"].mean())
+    table["view_estimate_accuracy"] = view_accuracy(np.concatenate([o["view"], a["view"]]),
+                                                    np.concatenate([outside.view, audit_films.view]))
     audit = view_audit(np.concatenate([o["p"], a["p"]]), np.concatenate([outside.label, audit_films.label]),
                        np.concatenate([outside.view, audit_films.view]),
                        np.array(["nih"] * len(outside) + ["cxr"] * len(audit_films)))
