@@ -26,7 +26,10 @@ st.header("Data and licences")
 st.markdown("""
 **Chest X-ray.** 2,939 public frontal radiographs: ieee8023 covid-chestxray-dataset, Hannover Medical School,
 Actualmed, Figure1, COVID-CXNet, TBX11K samples, COVID-QU-Ex, COVID-19 Radiography Database. Licences are mixed
-(CC BY, CC BY-NC-SA/ND, research-only and unverified): demo and research use only.
+(CC BY, CC BY-NC-SA/ND, research-only and unverified): demo and research use only. Also 408 films from the NIH
+Clinical Center's ChestX-ray14 (Wang et al., "ChestX-ray8", CVPR 2017), "No Finding" or "Pneumonia", used to teach
+and to measure that a normal film from another hospital is negative whatever its view: we acknowledge the NIH
+Clinical Center as the data provider.
 
 **Poem analyzer.** About 16,000 poems: PoemHunter (Kaggle), facjure public-domain-poetry, a Poetry Foundation
 slice. Many texts are in copyright, so none of them ships with the app, except eight public-domain example poems
@@ -55,7 +58,11 @@ st.markdown("""
   test films);
   a film far from every training film gets a caution, and so does an answer that changes when the page re-reads
   the film after such an export.
-  "Indeterminate" is rare. The gate refuses photos and documents, but it has never seen CT, MRI or other body parts.
+  In our collections most COVID-19 films are bedside (AP) films, and the model learnt some of that: on normal films
+  from another hospital it still calls bedside films abnormal far more often than standing (PA) ones (the Models
+  page gives the figures). An abnormal answer on a bedside film carries a caution that says so.
+  "Indeterminate" is rare. The gate refuses photos and documents, and DICOM files whose modality is not a
+  radiograph (CT, MR, nuclear medicine, ultrasound, ...), but it has never seen other body parts on plain films.
 - **Poems.** A text with no English word is refused; a very short text or one in another language gets a year
   interval as wide as measured on texts of a few words. Year labels are mostly estimated from the author's life,
   so the year is an era guess: for a poet the model never saw, the interval spans about two centuries, as wide as

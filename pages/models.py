@@ -208,7 +208,8 @@ def render_xray_outside(typed: Card) -> None:
     if not outside:
         return
     t, audit, target = outside["table"], outside["view_audit"], typed.target_text
-    earlier = (typed.metrics.get("earlier_outside_reads") or [{}])[-1].get("table", {})
+    first = (typed.metrics.get("earlier_outside_reads") or [{}])[0]  # the design before the outside-hospital work
+    earlier = first.get("table", {})
     st.markdown("**Films from another hospital** (NIH Clinical Center, held out by patient; none of them trained "
                 "or tuned on)")
 
@@ -237,8 +238,10 @@ def render_xray_outside(typed: Card) -> None:
             ("wrong answers on normal films with a caution beside them", cautioned(t), "", cautioned(earlier)),
             ("accepted by the gate", fmt(t.get("gate_accepted"), ".1%"), "", "")]
     st.dataframe(pd.DataFrame(rows, columns=["metric", "result", "target", "before"]).astype(str), hide_index=True)
+    reads = len(typed.metrics.get("earlier_outside_reads", []))
     st.caption(f"{t['n']} films ({t['n_no_finding']} No Finding, {t['n_pneumonia']} Pneumonia); 95 % intervals. "
-               f"\"before\": the heads fitted on our collections alone. {outside.get('labels_can_show', '')}")
+               f"Shipped: {outside.get('design', '')}. \"before\": {first.get('design', 'the design before')}; "
+               f"{reads} earlier read(s) of these films are in the card. {outside.get('labels_can_show', '')}")
     with st.expander("View audit: does the answer change with the film's view?"):
         st.dataframe(pd.DataFrame([{"collection": r["collection"], "class": r["class"],
                                     "AP: mean P(negative) (n)": view_cell(r["AP"]),

@@ -69,6 +69,10 @@ MEMBER_C = (0.0002, 0.0005, 0.002)  # about train_xray.LUNG_HEAD_C's grid, one s
 W_GRID = tuple(round(w, 1) for w in np.arange(0.0, 1.01, 0.1))
 MIN_VIEW_FILMS = 5  # a class's AP-PA direction needs this many films of each view
 CACHE = ROOT / ".devdata" / "outside_features"  # git-ignored; --reuse-features reads it
+NIH_DATA = ("shared/data/cxr_nih: 408 frontal films of the NIH Clinical Center's ChestX-ray14 (Wang et al., "
+            "'ChestX-ray8', CVPR 2017), 'No Finding' or report-mined 'Pneumonia', AP and PA; released for unrestricted "
+            "use with acknowledgement of the NIH Clinical Center as the data provider. Its train and validation parts "
+            "train the heads; its test part is read once, by xray_served_read.py")
 FOLDS = 5  # the NIH development films (train + val of cxr_nih) are read out of fold
 
 
@@ -511,6 +515,7 @@ def outside_stage(folder: Path, data: Path, smoke: bool = False, reuse: bool = F
     card["lung_prior"]["class_head"]["C"] = best["setting"]["member_C"]
     card["outside_training"] = outside_section(best, grid, train, pool, probe_directions)
     card["outside_training"]["view_head"] = view_report
+    card["training_data"]["outside_films"] = NIH_DATA
     card["familiarity"].update(threshold=index.threshold, held_out_sources=flags,
                                fitted_on="the training films of cxr and the NIH development films; threshold from "
                                          "them and the cxr validation films, each large source held out in turn "

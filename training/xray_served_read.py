@@ -82,7 +82,7 @@ def test_read(model: XrayModel, test: pd.DataFrame, grays: list[np.ndarray], t: 
 def served_stage(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = False,
                  earlier_outside: dict | None = None) -> dict:
     """Recalibrate the served model on validation, read the test split and the held-out outside films once, and
-    rewrite the card. ``earlier_outside``: the replaced design's outside read (``bench/xray_outside.py --json``)
+    rewrite the card. ``earlier_outside``: the replaced design's outside read (``bench/outside_hospital.py --json``)
     when its card has none, kept among the earlier reads."""
     model = load(folder)
     val, test = df[df.split == "val"], df[df.split == "test"]
@@ -195,7 +195,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "weights" / "xray")
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--earlier-outside", type=Path, help="bench/xray_outside.py --json of the design being replaced, "
+    ap.add_argument("--earlier-outside", type=Path, help="bench/outside_hospital.py --json of the design being replaced, "
                     "when its card holds no outside read: kept among the earlier reads")
     args = ap.parse_args()
     data = require_data()

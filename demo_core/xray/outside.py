@@ -1,7 +1,7 @@
 """How the X-ray answer holds on films from another hospital, and whether it follows the film's view.
 
 One reading of the figures for the training stage that chooses the heads (``training/xray_outside.py``), the
-served read that writes the card, the benchmark (``bench/xray_outside.py``) and the tests.
+served read that writes the card, the benchmark (``bench/outside_hospital.py``) and the tests.
 
 The outside films (``split.load_outside_manifest``) are NIH Clinical Center films labelled from reports: "No
 Finding", which maps to SIIM negative, and "Pneumonia", which is noisy (about half showed no airspace opacity on a

@@ -1,8 +1,8 @@
 """Films from another hospital: does a normal film come back negative, whatever its view?
 
-    .venv/bin/python bench/xray_outside.py               # the held-out NIH films and the view audit, ~1 min
-    .venv/bin/python bench/xray_outside.py --films 20    # a quick look (the tests run this)
-    .venv/bin/python bench/xray_outside.py --split val   # the validation films the training stage chose on
+    .venv/bin/python bench/outside_hospital.py               # the held-out NIH films and the view audit, ~1 min
+    .venv/bin/python bench/outside_hospital.py --films 20    # a quick look (the tests run this)
+    .venv/bin/python bench/outside_hospital.py --split val   # the validation films the training stage chose on
 
 Reads the shipped model as the app does (LiteRT) on the held-out part of ``cxr_nih`` (``demo_core.xray.split``:
 patient-wise, never trained or tuned on) and prints the outside-hospital table of ``demo_core.xray.outside``:
