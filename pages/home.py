@@ -3,6 +3,7 @@
 import streamlit as st
 
 from demo_core import examples
+from ui import xray_input
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -19,8 +20,8 @@ with c1:
              "classes as probabilities, with boxes over suspected opacities.")
     if xray_ex and st.button("Try an example X-ray", type="primary", width="stretch"):
         ex = next((e for e in xray_ex if e.label.startswith("Typical") and "QU-Ex" in e.label), xray_ex[0])
-        st.session_state["xray_input"] = (ex.path.name, ex.path.read_bytes())
-        st.session_state["xray_input_label"] = f"example film: {ex.label}"
+        xray_input.show_example(ex)
+        st.session_state[xray_input.CHOICE] = ex.label  # the page's chooser names what is on screen
         st.switch_page("pages/xray.py")
     st.page_link("pages/xray.py", label="Open the X-ray demo", icon="➡️")
 with c2:

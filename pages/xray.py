@@ -10,8 +10,8 @@ from demo_core import examples
 from demo_core.errors import InputError
 from demo_core.intake import load_image
 from demo_core.xray.labels import CLASSES, DESCRIPTIONS
-from ui import models
 from demo_core.xray.drawing import png_bytes
+from ui import models, xray_input
 from ui.charts import CHART_CONFIG
 from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
@@ -28,32 +28,25 @@ st.warning("**Not for clinical use.** A student demo trained on public research 
 uploaded = st.file_uploader("Upload a frontal chest radiograph",
                             help="PNG, JPEG, WebP, BMP, TIFF or DICOM (any file name, old ACR-NEMA files too), up "
                                  "to 50 MB. Processed in memory only; nothing is stored.")
-if uploaded is not None:
-    st.session_state["xray_input"] = (uploaded.name, uploaded.getvalue())
-    st.session_state["xray_input_label"] = f"your upload, {uploaded.name}"
+xray_input.follow_uploader(uploaded)
 
 example_list = examples.xray_examples()
 linked = example_from_link(len(example_list))
 if linked is not None:
-    st.session_state["xray_input"] = (example_list[linked].path.name, example_list[linked].path.read_bytes())
-    st.session_state["xray_input_label"] = f"example film: {example_list[linked].label}"
+    xray_input.show_example(example_list[linked])
+    st.session_state[xray_input.CHOICE] = example_list[linked].label
 if example_list:
     cols = st.columns([3, 1, 1])
     choice = cols[0].selectbox("...or try an example film", [e.label for e in example_list], index=None,
-                               placeholder="Choose an example")
-    if cols[1].button("Use example", disabled=choice is None, width="stretch"):
-        ex = next(e for e in example_list if e.label == choice)
-        st.session_state["xray_input"] = (ex.path.name, ex.path.read_bytes())
-        st.session_state["xray_input_label"] = f"example film: {ex.label}"
-    if cols[2].button("Same film as DICOM", disabled=choice is None, width="stretch",
+                               placeholder="Choose an example", key=xray_input.CHOICE)
+    chosen = next((e for e in example_list if e.label == choice), None)
+    if cols[1].button("Use example", disabled=chosen is None, width="stretch"):
+        xray_input.show_example(chosen)
+    if cols[2].button("Same film as DICOM", disabled=chosen is None, width="stretch",
                       help="Wraps the example in a MONOCHROME1 DICOM with a window, to show the DICOM path."):
-        ex = next(e for e in example_list if e.label == choice)
-        gray = load_image(ex.path).gray()
-        st.session_state["xray_input"] = (ex.path.stem + ".dcm",
-                                          examples.as_dicom(gray, monochrome1=True, window=(2048, 4096)))
-        st.session_state["xray_input_label"] = f"example film as a MONOCHROME1 DICOM: {ex.label}"
+        xray_input.show_example(chosen, as_dicom_file=True)
 
-if "xray_input" not in st.session_state:
+if xray_input.INPUT not in st.session_state:
     st.info("Upload a film or pick an example to start.")
     st.stop()
 
@@ -62,18 +55,18 @@ if model is None:
     st.stop()
 
 # ---- 2. one call
-name, data = st.session_state["xray_input"]
-st.caption(f"Showing: {st.session_state.get('xray_input_label', name)}")
+name, data = st.session_state[xray_input.INPUT]
+st.caption(f"Showing: {st.session_state.get(xray_input.LABEL, name)}")
 try:
     image = load_image(data, name=name)
     # One reading per input: moving the slider or the attention toggle reruns the page, not the model (the
     # prediction and its self-check are three forward passes). Kept in this session's memory only.
     reading_key = hashlib.sha256(data).hexdigest()
-    if st.session_state.get("xray_reading", (None,))[0] != reading_key:
+    if st.session_state.get(xray_input.READING, (None,))[0] != reading_key:
         first = model.predict(image)
         check = model.self_check(image, first) if first.is_chest_xray else None  # a refused upload needs none
-        st.session_state["xray_reading"] = (reading_key, first, check)
-    _, result, check = st.session_state["xray_reading"]
+        st.session_state[xray_input.READING] = (reading_key, first, check)
+    _, result, check = st.session_state[xray_input.READING]
 except InputError as exc:
     st.error(f"Cannot use this file: {exc}")
     st.stop()
@@ -89,6 +82,12 @@ card = model.card
 # The answer first, full width: on a phone the columns below stack, and the picture would push it a screen down.
 st.subheader(f"Most likely: {result.label} ({result.probabilities[result.label]:.0%})")
 st.caption(DESCRIPTIONS[result.label])
+truth = xray_input.source_label(st.session_state.get(xray_input.EXAMPLE))
+if truth == result.label:
+    st.success(f"The source says: **{truth}**. The model agrees.", icon="✅")
+elif truth:
+    st.info(f"The source says: **{truth}**. The model's answer differs: this is one of the films it gets wrong "
+            f"(about {1 - card['metrics']['test']['accuracy']:.0%} of held-out films).", icon="🔎")
 if result.caution():
     st.warning(f"**Unfamiliar film.** {result.caution()} (distance to the training films: "
                f"{result.familiarity:.2f}, warning above {result.familiarity_threshold:.2f})", icon="🧭")

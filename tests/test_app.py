@@ -213,3 +213,51 @@ def test_a_link_with_an_example_number_opens_that_example_once():
     at.query_params["example"] = "99"  # out of range: nothing is filled in, nothing breaks
     at.run()
     assert not at.exception and "Written around" not in texts(at)
+
+
+# ----------------------------------------------------------------------------- the X-ray page shows the visitor's input
+
+def test_removing_an_upload_takes_its_film_and_reading_off_the_page(chest_film):
+    # the state the page leaves after an upload: the film, its label, the uploader's file id and its reading
+    at = page("xray", xray_input=(chest_film.name, chest_film.read_bytes()), xray_upload_id="upload-1",
+              xray_input_label=f"your upload, {chest_film.name}")
+    # the uploader is empty on this run: the visitor clicked its ✕
+    assert not at.exception
+    assert "Most likely" not in texts(at) and "Upload a film or pick an example to start" in texts(at)
+    assert "xray_input" not in at.session_state and "xray_reading" not in at.session_state
+    assert not at.get("imgs")
+
+
+def test_an_examples_source_label_stands_beside_the_answer_and_says_when_they_differ():
+    from demo_core.examples import xray_examples
+    for example in xray_examples():
+        at = page("xray", xray_input=(example.path.name, example.path.read_bytes()), xray_input_example=example.label,
+                  xray_input_label=f"example film: {example.label}")
+        shown = texts(at)
+        truth = example.label.split(":")[0].lower()
+        assert f"The source says: **{truth}**" in shown, example.label
+        said = next(s.value for s in at.subheader if str(s.value).startswith("Most likely"))
+        assert ("The model agrees" in shown) == (f"Most likely: {truth} " in said)
+        if f"Most likely: {truth} " not in said:
+            assert "one of the films it gets wrong" in shown
+    # the visitor's own film has no answer key
+    own = page("xray", xray_input=(example.path.name, example.path.read_bytes()))
+    assert "The source says" not in texts(own)
+
+
+def test_the_example_chooser_names_the_example_a_link_put_on_screen():
+    from demo_core.examples import xray_examples
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/xray.py")
+    at.query_params["example"] = "2"
+    at.run()
+    assert at.selectbox[0].value == xray_examples()[1].label
+
+
+def test_a_link_to_example_zero_says_that_links_count_from_one():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/xray.py")
+    at.query_params["example"] = "0"
+    at.run()
+    assert not at.exception
+    assert any("count from 1" in str(w.value) for w in at.warning)

@@ -242,3 +242,25 @@ def test_the_view_estimate_tells_ap_from_pa_on_held_out_films(xray_model, data_d
     outside, grays, _, _ = films("test", 40)
     estimated = read_films(xray_model, grays)["view"]
     assert view_accuracy(estimated, outside.view)["share"] >= 0.8
+
+
+def test_a_refused_image_gets_its_reason_and_score_never_a_class(xray_model, car_photo):
+    answer = xray_model.predict(car_photo).to_dict()
+    assert answer["is_chest_xray"] is False and answer["refusal_reason"] and 0 <= answer["gate_score"] <= 1
+    assert "label" not in answer and "probabilities" not in answer and "boxes" not in answer
+
+
+def test_a_dicom_that_names_another_body_part_is_refused_by_it(xray_model, chest_film):
+    import pydicom
+
+    from demo_core.intake import load_image
+    ds = pydicom.dcmread(io.BytesIO(_dicom(load_image(chest_film).gray(), "CR")))
+    ds.BodyPartExamined = "KNEE"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    result = xray_model.predict(buf.getvalue(), name="IM0003")
+    assert not result.is_chest_xray and "knee" in result.refusal_reason
+    ds.BodyPartExamined = "CHEST"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    assert xray_model.predict(buf.getvalue(), name="IM0003").is_chest_xray

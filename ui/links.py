@@ -7,7 +7,8 @@ import streamlit as st
 
 def example_from_link(count: int) -> int | None:
     """The 0-based example asked for by ``?example=k`` (1-based), once: the parameter then leaves the URL,
-    so the visitor's own inputs are never replaced by it again. None when absent or out of range."""
+    so the visitor's own inputs are never replaced by it again. None when absent; a link that names no example
+    says why on the page."""
     raw = st.query_params.get("example")
     if raw is None:
         return None
@@ -15,5 +16,9 @@ def example_from_link(count: int) -> int | None:
     try:
         k = int(raw)
     except ValueError:
-        return None
-    return k - 1 if 1 <= k <= count else None
+        k = None
+    if k is not None and 1 <= k <= count:
+        return k - 1
+    st.warning(f"This link asks for example {raw!r}, but example links count from 1 to {count}: "
+               f"`?example=1` opens the first.", icon="🔗")
+    return None

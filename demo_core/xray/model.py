@@ -102,7 +102,10 @@ class XrayPrediction:
         return tuple(c for c in (self.caution(), self.bedside_caution()) if c)
 
     def to_dict(self) -> dict:
-        """The CLI's answer schema."""
+        """The CLI's answer schema. A refused image gets the reason and the gate's score, never a class."""
+        if not self.is_chest_xray:
+            return {"is_chest_xray": False, "refusal_reason": self.refusal_reason,
+                    "gate_score": round(self.gate_score, 4)}
         return {"probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
                 "label": self.label,
                 "boxes": [b.to_dict() for b in self.boxes],
