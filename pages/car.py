@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from demo_core import examples
+from demo_core.car.model import CAR_THRESHOLD
 from demo_core.errors import InputError
 from demo_core.intake import load_image
 from ui import models
@@ -35,6 +36,18 @@ def _fill_in(details: dict) -> None:
     st.session_state["car_defaults_for"] = (details["brand"], details["model"])
     st.session_state["car_unsure"] = []
     st.session_state["car_use_details"] = True
+
+
+def what_if_mileages(chosen: float | None) -> list[int]:
+    """The what-if chart's mileages: up to 120,000, or a little past the visitor's own, which is among them."""
+    top = max(120_000, int(chosen or 0) * 5 // 4)
+    steps = [0, 10_000, 20_000, 40_000, 60_000, 90_000, 120_000] + list(range(150_000, top + 1, 30_000))
+    return sorted(set(steps + ([int(chosen)] if chosen is not None else [])))
+
+
+def what_if_years(chosen: int | None, newest: int) -> list[int]:
+    """The what-if chart's years: the newest and three older ones, and the visitor's year among them."""
+    return sorted({newest - a for a in (0, 2, 4, 6)} | ({int(chosen)} if chosen is not None else set()))
 
 
 def _use_brand(brand_name: str) -> None:
@@ -165,9 +178,9 @@ with answer:
 m1, m2, m3 = st.columns(3)
 m1.metric("Estimated price", f"£{result.price:,.0f}")
 m2.metric("80 % interval", f"£{result.price_interval[0]:,.0f} – £{result.price_interval[1]:,.0f}")
-if result.is_car is not None:
-    m3.metric("Car photo check", "car exterior ✔" if result.is_car else "not a car ✘", f"score {result.car_score:.2f}",
-              delta_color="off")
+if result.is_car is not None:  # a verdict, not a gain: no arrow
+    m3.metric("Car photo check", "car exterior ✔" if result.is_car else "not a car ✘",
+              help=f"The photo model's car-exterior score: {result.car_score:.2f} (a car from {CAR_THRESHOLD:g}).")
 if result.brand_from_image:
     top = sorted(result.brand_from_image.items(), key=lambda kv: -kv[1])
     st.caption("Make from the photo: " + ", ".join(f"{b} {p:.0%}" for b, p in top[:3]))
@@ -181,18 +194,19 @@ with chart_left:
                                      marker=dict(size=4, opacity=0.35, color="#1f6feb"), name="test cars"))
         hi = max(scatter["real"] + scatter["predicted"])
         fig.add_scatter(x=[0, hi], y=[0, hi], mode="lines", line=dict(color="#d1242f", dash="dash"), name="perfect")
-        fig.update_layout(title=f"Predicted vs real price on held-out listings (MAPE {test.get('mape', 0):.1%})",
+        # two short lines: a 390 px phone screen cuts one long title
+        fig.update_layout(title=f"Predicted vs real price<br><sup>held-out listings, MAPE {test.get('mape', 0):.1%}</sup>",
                           xaxis_title="real (£)", yaxis_title="predicted (£)", height=380, margin=dict(l=10, r=10, t=40, b=10))
         st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
 with chart_right:
     if details.get("brand"):
         base = {k: v for k, v in details.items() if k not in ("year", "mileage")}
-        grid = model.what_if(base, [0, 10_000, 20_000, 40_000, 60_000, 90_000, 120_000],
-                             sorted({catalog["year_max"] - a for a in (0, 2, 4, 6)}))
+        grid = model.what_if(base, what_if_mileages(details.get("mileage")),
+                             what_if_years(details.get("year"), catalog["year_max"]))
         fig = go.Figure()
         for y, g in grid.groupby("year"):
             fig.add_scatter(x=g.mileage, y=g.price, mode="lines+markers", name=str(y))
-        fig.update_layout(title="What if: price against mileage, by year", xaxis_title="mileage",
+        fig.update_layout(title="What if<br><sup>price against mileage, by year</sup>", xaxis_title="mileage",
                           yaxis_title="price (£)", height=380, margin=dict(l=10, r=10, t=40, b=10))
         st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
 st.caption("The interval covers the real price for about 80 % of held-out listings. Fields you leave out are "

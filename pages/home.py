@@ -3,7 +3,7 @@
 import streamlit as st
 
 from demo_core import examples
-from ui import xray_input
+from ui import poem_input, xray_input
 from ui.navigation import run_inside_app_navigation
 
 run_inside_app_navigation()
@@ -29,10 +29,8 @@ with c2:
     st.write("Type a title and a poem. You get its **topics** and the **year** it was likely written, and you "
              "can watch NLTK turn the words into numbers.")
     if poem_ex and st.button("Try an example poem", type="primary", width="stretch"):
-        ex = poem_ex[0]
-        st.session_state.update(poem_title=ex["title"], poem_text=ex["text"], poem_author=ex["author"],
-                                poem_analyzed=True, poem_example_i=0,
-                                poem_truth=f"Source tags: {ex['topics']} · year label {ex['year']}")
+        poem_input.fill_in(poem_ex, 0)
+        st.session_state[poem_input.ANALYZED] = True
         st.switch_page("pages/poem.py")
     st.page_link("pages/poem.py", label="Open the poem analyzer", icon="➡️")
 with c3:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from demo_core import examples
 from demo_core.errors import InputError
-from ui import models
+from ui import models, poem_input
 from ui.charts import CHART_CONFIG
 from ui.links import example_from_link
 from ui.navigation import run_inside_app_navigation
@@ -23,19 +23,12 @@ answer = st.container()
 poems = examples.poem_examples()
 
 
-def fill_in(i: int) -> None:
-    st.session_state["poem_example_i"] = i
-    ex = poems[i % len(poems)]
-    st.session_state.update(poem_title=ex["title"], poem_text=ex["text"], poem_author=ex["author"],
-                            poem_truth=f"Source tags: {ex['topics']} · year label {ex['year']}")
-
-
 linked = example_from_link(len(poems))
 if linked is not None:
-    fill_in(linked)
-    st.session_state["poem_analyzed"] = True
+    poem_input.fill_in(poems, linked)
+    st.session_state[poem_input.ANALYZED] = True
 if poems and st.button("✨ Fill in a public-domain example"):
-    fill_in(st.session_state.get("poem_example_i", -1) + 1)
+    poem_input.fill_in(poems, st.session_state.get(poem_input.INDEX, -1) + 1)
 
 with st.form("poem"):
     title = st.text_input("Title", key="poem_title", max_chars=300)
@@ -64,8 +57,8 @@ with answer:
                f"({result.year_interval[0]}–{result.year_interval[1]}); details below the poem.", icon="📜")
 for w in result.warnings:
     st.warning(w)
-if st.session_state.get("poem_truth") and text == st.session_state.get("poem_text"):
-    st.caption(st.session_state["poem_truth"])
+if poem_input.answer_key(title, text, author):
+    st.caption(poem_input.answer_key(title, text, author))
 
 left, right = st.columns(2)
 with left:

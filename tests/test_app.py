@@ -261,3 +261,49 @@ def test_a_link_to_example_zero_says_that_links_count_from_one():
     at.run()
     assert not at.exception
     assert any("count from 1" in str(w.value) for w in at.warning)
+
+
+def test_an_example_poems_answer_key_leaves_with_the_example():
+    at = page("poem")
+    at.button[0].click().run()  # ✨ Fill in a public-domain example
+    at.button(key="FormSubmitter:poem-Analyze").click().run()
+    assert "Source tags:" in texts(at)  # the example, unedited: its source's tags and year label
+    at.text_area(key="poem_text").set_value("The stars above the silent sea\nkeep watch while the harbour sleeps")
+    at.text_input(key="poem_title").set_value("Night")
+    at.button(key="FormSubmitter:poem-Analyze").click().run()
+    assert not at.exception and "Source tags:" not in texts(at)  # the visitor's own poem has no answer key
+
+
+def test_a_photo_that_is_not_a_car_gets_a_verdict_and_no_make(tmp_path):
+    import numpy as np
+    from conftest import png_bytes
+    flower = np.zeros((256, 256, 3), np.uint8)
+    flower[..., 0], flower[64:192, 64:192, 1] = 200, 180  # red and green: no car exterior
+    at = page("car", car_photo=("flower.png", png_bytes(flower)), car_use_details=True, car_brand="Ford")
+    assert not at.exception
+    assert "Make from the photo" not in texts(at)
+    check = next(m for m in at.metric if m.label == "Car photo check")
+    assert check.value == "not a car ✘" and not check.delta  # a verdict, no green arrow
+
+
+def test_the_what_if_chart_includes_the_visitors_year_and_mileage():
+    import json
+    at = page("car", car_brand="Ford", car_use_details=True)
+    at.number_input(key="car_year").set_value(2013)
+    at.number_input(key="car_mileage").set_value(150_000)
+    at.run()
+    assert not at.exception
+    chart = next(c for c in at.get("plotly_chart") if "What if" in c.proto.spec)
+    spec = json.loads(chart.proto.spec)
+    assert "2013" in {trace["name"] for trace in spec["data"]}  # before: 2014, 2016, 2018, 2020 only
+    assert max(max(_plotted(t["x"])) for t in spec["data"]) >= 150_000  # before: 120,000 at most
+
+
+def _plotted(values) -> list[float]:
+    """A trace's values as plotly wrote them: a list, or a typed array in base64."""
+    import base64
+
+    import numpy as np
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)

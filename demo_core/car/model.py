@@ -115,10 +115,11 @@ class CarModel:
         if not is_car:
             warnings.append("The photo does not look like a car's exterior (it may be an interior, a part or "
                             "something else), so it was not used.")
+            # a refused photo suggests no make: its "Hyundai 19 %" would read as a finding
             if not has_details:
-                return PricePrediction(None, None, False, car_score, brands, tuple(warnings))
+                return PricePrediction(None, None, False, car_score, None, tuple(warnings))
             base = self.predict_details(details)
-            return _replace(base, is_car=False, car_score=car_score, brand_from_image=brands,
+            return _replace(base, is_car=False, car_score=car_score, brand_from_image=None,
                             warnings=tuple(warnings) + base.warnings)
         if not has_details:
             return self._photo_only(brands, other, car_score)
