@@ -181,3 +181,24 @@ def test_the_card_says_how_right_the_answers_flagged_unstable_were():
     figures = load_card("xray").section("metrics", "robustness", "self_check")
     assert figures["n"] == 449 and 0 < figures["flagged"] < figures["n"]
     assert figures["accuracy_flagged"] < figures["accuracy_stable"]  # the flag carries information
+
+
+def test_a_small_films_box_labels_fit_and_never_cover_one_another():
+    from PIL import ImageDraw, ImageFont
+
+    from demo_core.xray.drawing import DISPLAY_MIN_SIDE, annotated_film, label_places
+    from demo_core.xray.model import Box
+    film = np.full((256, 256, 3), 90, np.uint8)
+    # five boxes a few pixels apart, as COVID-QU-Ex's 256 px films give
+    boxes = [Box((40 + 6 * k, 60 + 4 * k, 120 + 6 * k, 140), 0.9 - 0.1 * k) for k in range(5)]
+    picture = annotated_film(film, boxes, (20, 20, 236, 236))
+    assert max(picture.size) == DISPLAY_MIN_SIDE  # drawn larger: the labels are a smaller share of the film
+    scale = DISPLAY_MIN_SIDE / 256
+    shown = [Box(tuple(v * scale for v in b.box), b.score) for b in boxes]
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(12, round(DISPLAY_MIN_SIDE / 45)))
+    places = label_places(draw, shown, font, width=3)
+    rects = [draw.textbbox(xy, label, font=font) for label, xy in places]
+    assert places and places[0][0] == "opacity 0.90"  # the strongest box keeps its label
+    assert all(not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+               for i, a in enumerate(rects) for b in rects[i + 1:])

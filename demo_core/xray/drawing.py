@@ -19,13 +19,32 @@ def draw_boxes(rgb: np.ndarray, boxes, color=(255, 64, 64)) -> Image.Image:
     except TypeError:  # older Pillow
         font = ImageFont.load_default()
     for b in boxes:
-        x0, y0, x1, y1 = b.box
-        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
-        label = f"opacity {b.score:.2f}"
-        tx, ty = x0 + width, max(0, y0 - font.size - 2 * width) if hasattr(font, "size") else y0
+        draw.rectangle(list(b.box), outline=color, width=width)
+    for label, (tx, ty) in label_places(draw, boxes, font, width):
         draw.rectangle(draw.textbbox((tx, ty), label, font=font), fill=(0, 0, 0))
         draw.text((tx, ty), label, fill=color, font=font)
     return img
+
+
+def label_places(draw: ImageDraw.ImageDraw, boxes, font, width: int) -> list[tuple[str, tuple[float, float]]]:
+    """Where each box's score label goes: above its box, else just inside it, else nowhere (the box stays): labels
+    never cover one another, however close the boxes of a small film lie."""
+    placed, taken = [], []
+    for b in sorted(boxes, key=lambda b: -b.score):  # the strongest boxes keep their labels
+        x0, y0, _, _ = b.box
+        label = f"opacity {b.score:.2f}"
+        size = getattr(font, "size", 10)
+        for tx, ty in ((x0 + width, max(0, y0 - size - 2 * width)), (x0 + width, y0 + width)):
+            rect = draw.textbbox((tx, ty), label, font=font)
+            if not any(_overlap(rect, r) for r in taken):
+                placed.append((label, (tx, ty)))
+                taken.append(rect)
+                break
+    return placed
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def draw_window(img: Image.Image, window: tuple[int, int, int, int], color=(80, 200, 255)) -> Image.Image:
@@ -44,15 +63,20 @@ def draw_window(img: Image.Image, window: tuple[int, int, int, int], color=(80, 
 
 
 DISPLAY_MAX_SIDE = 1280  # px: what a page shows; a 2,000 px film is drawn and sent at this size
+DISPLAY_MIN_SIDE = 768  # px: a 256 px film is drawn at this size, so that its box labels fit between its boxes
 
 
 def annotated_film(rgb: np.ndarray, boxes, window: tuple[int, int, int, int] | None,
                    heat: np.ndarray | None = None) -> Image.Image:
-    """The film as the page shows it, at most DISPLAY_MAX_SIDE px: attention, opacity boxes, lung frame."""
+    """The film as the page shows it, DISPLAY_MIN_SIDE to DISPLAY_MAX_SIDE px: attention, opacity boxes, lung
+    frame."""
     h, w = rgb.shape[:2]
     scale = min(1.0, DISPLAY_MAX_SIDE / max(h, w))
+    if max(h, w) * scale < DISPLAY_MIN_SIDE:
+        scale = DISPLAY_MIN_SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    shown = rgb if scale == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    shown = rgb if scale == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else
+                                                cv2.INTER_CUBIC)
     if heat is not None:
         shown = overlay_heatmap(shown, cv2.resize(heat, size, interpolation=cv2.INTER_LINEAR))
     picture = draw_boxes(shown, [_scaled_box(b, scale) for b in boxes])
