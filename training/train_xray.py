@@ -172,6 +172,9 @@ def lung_prior_stage(films: dict) -> tuple[np.ndarray, dict]:
     return prior, report
 
 
+GATE_LIMITATION = ("The gate was trained against photos, documents and synthetic images only. DICOM files whose "
+                   "modality or body part says they are not a chest radiograph are refused by it, but a plain film "
+                   "of another body part saved as PNG or JPEG may pass.")
 LUNG_HEAD_C = (0.0005, 0.002, 0.01)  # smaller C, stronger L2: the features come from films the trunk learnt
 
 
@@ -264,8 +267,7 @@ def build_card(args, df: pd.DataFrame, trained_on: str, history: list, val_ap: f
             "Opacity boxes were learned only from COVID-QU-Ex infection masks (256 px films), and are found "
             "only inside the lung crop.",
             "Sources differ in style and class mix: accuracy per source is reported and differs widely.",
-            "The gate has seen no other body parts or modalities (CT, MRI); it was trained against photos, "
-            "documents and synthetic images only.",
+            GATE_LIMITATION,
             "The attention map lies mostly in the lungs by design: both members pool with a lung prior, which alone "
             "puts most of an even map's weight inside the drawn lung boxes (the robustness section gives the share). "
             "Within the lungs the map is a coarse guide (one cell per 32 px of each member's input), not a locator "

@@ -133,7 +133,7 @@ def served_stage(folder: Path, df: pd.DataFrame, data: Path, smoke: bool = False
     if fitted is None:
         ensemble["temperature_fitted_on"] = "validation films read as the app reads them (LiteRT, with the framings)"
     ensemble["validation_served"] = calibration
-    card["architecture"] = architecture(ensemble)
+    card["architecture"] = architecture(ensemble) + outside_architecture(card)
     write_card(folder, card)
     return card
 
@@ -176,6 +176,19 @@ def with_outside_limitation(limitations: list[str], table: dict) -> list[str]:
             "give it).")
     kept = [x for x in limitations if not x.startswith(OUTSIDE_LIMITATION_START)]
     return kept[:3] + [line] + kept[3:]
+
+
+def outside_architecture(card: dict) -> str:
+    """What xray_outside.py changed in the heads, in the architecture's words ("" when it did not run)."""
+    chosen = card.get("outside_training", {}).get("chosen")
+    if not chosen:
+        return ""
+    return (" Both class heads were then refitted (xray_outside.py) on the training films and the NIH development "
+            f"films of cxr_nih (weighed {chosen['nih_weight']:g}x; 'Pneumonia' as one of the three abnormal classes), "
+            "AP and PA films of each class weighing the same"
+            + (", blind to the directions along which AP films differ from PA films of the same class"
+               if chosen["view_blind"] else "")
+            + "; a logistic regression on the probe's features estimates the view (AP or PA) for the bedside caution.")
 
 
 def outside_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
