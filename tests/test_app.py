@@ -220,12 +220,23 @@ def test_a_link_with_an_example_number_opens_that_example_once():
 def test_removing_an_upload_takes_its_film_and_reading_off_the_page(chest_film):
     # the state the page leaves after an upload: the film, its label, the uploader's file id and its reading
     at = page("xray", xray_input=(chest_film.name, chest_film.read_bytes()), xray_upload_id="upload-1",
-              xray_input_label=f"your upload, {chest_film.name}")
+              xray_input_from_upload=True, xray_input_label=f"your upload, {chest_film.name}")
     # the uploader is empty on this run: the visitor clicked its ✕
     assert not at.exception
     assert "Most likely" not in texts(at) and "Upload a film or pick an example to start" in texts(at)
     assert "xray_input" not in at.session_state and "xray_reading" not in at.session_state
     assert not at.get("imgs")
+
+
+def test_removing_an_earlier_upload_leaves_the_example_chosen_after_it():
+    from demo_core.examples import xray_examples
+    example = xray_examples()[1]
+    # an upload was on screen, then the visitor chose an example (the uploader kept their file); now they remove
+    # the file: the example they chose stays
+    at = page("xray", xray_input=(example.path.name, example.path.read_bytes()), xray_upload_id="upload-1",
+              xray_input_from_upload=False, xray_input_example=example.label,
+              xray_input_label=f"example film: {example.label}")
+    assert not at.exception and f"example film: {example.label}" in texts(at) and "Most likely" in texts(at)
 
 
 def test_an_examples_source_label_stands_beside_the_answer_and_says_when_they_differ():
