@@ -54,7 +54,7 @@ st.markdown("""
 - **X-ray.** Classes correlate with the source collection. Accuracy is reported per source, and for each large
   source held out of training entirely (the Models page): a film from another hospital may fare as badly as the
   worst of those. Both networks read only the lung field, cut from the film at one common level of detail, so an export as
-  JPEG, a crop or another resolution barely moves the answer (each export tried still changes it for up to 4 % of
+  JPEG, a crop or another resolution barely moves the answer (each export tried still changes it for up to 5 % of
   test films);
   a film far from every training film gets a caution, and so does an answer that changes when the page re-reads
   the film after such an export.
