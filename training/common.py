@@ -71,9 +71,9 @@ def linear_rows(clf) -> tuple[np.ndarray, np.ndarray]:
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of logits (n, classes)."""
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    """Softmax of logits along the last axis: (n, classes), or (n, framings, classes)."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def keep_best_epochs(model, epochs: int, run_epoch, *, time_budget_s: float = 1e9, log=print) -> list[dict]:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import ROOT, require_data, write_card
+from common import ROOT, require_data, softmax, write_card
 from export_xray_litert import export_served
 from xray_common import CLASS_WEIGHTS, classification_metrics
 from xray_served_read import served_read_replaced
@@ -263,11 +263,6 @@ def view_directions(x: np.ndarray, frame: pd.DataFrame, standardise: bool) -> np
 def orthonormal(*bases: np.ndarray) -> np.ndarray:
     joined = np.concatenate([b for b in bases if b.shape[1]], axis=1) if any(b.shape[1] for b in bases) else bases[0]
     return np.linalg.qr(joined)[0].astype(np.float32) if joined.shape[1] else joined
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def probabilities(head: tuple[np.ndarray, np.ndarray], features: np.ndarray) -> np.ndarray:
