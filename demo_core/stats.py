@@ -54,6 +54,12 @@ TEMPERATURE_GRID = np.round(np.exp(np.linspace(np.log(0.5), np.log(4.0), 43)), 3
 def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     """The temperature on ``TEMPERATURE_GRID`` with the smallest negative log-likelihood of labels ``y`` under
     ``p`` (n, classes)."""
-    y = np.asarray(y)
-    nll = [-np.log(tempered(p, t)[np.arange(len(y)), y] + 1e-12).mean() for t in TEMPERATURE_GRID]
+    return fit_temperature_to_sets(np.eye(p.shape[1], dtype=bool)[np.asarray(y).astype(int)], p)
+
+
+def fit_temperature_to_sets(allowed: np.ndarray, p: np.ndarray) -> float:
+    """``fit_temperature`` for labels that may be sets of classes: ``allowed`` (n, classes) is True where a label
+    allows the class (a report's "pneumonia" allows every abnormal class); the likelihood is their summed
+    probability."""
+    nll = [-np.log((tempered(p, t) * allowed).sum(1) + 1e-12).mean() for t in TEMPERATURE_GRID]
     return float(TEMPERATURE_GRID[int(np.argmin(nll))])

@@ -42,13 +42,13 @@ import pandas as pd
 
 from common import ROOT, require_data, softmax, write_card
 from export_xray_litert import export_served
-from xray_common import CLASS_WEIGHTS, classification_metrics
+from xray_common import CLASS_WEIGHTS, classification_metrics, read_gray
 from xray_served_read import served_read_replaced
 from xray_probe import (EXPORTS_PER_FILM, MAX_FAMILIAR_FLAGGED, export_directions, familiarity_threshold,
-                        random_export, robustness_subset, standardiser)
+                        robustness_subset, standardiser, with_random_exports)
 
 from demo_core.served import ServedNet
-from demo_core.stats import TEMPERATURE_GRID, tempered
+from demo_core.stats import fit_temperature_to_sets, tempered
 from demo_core.xray import labels as L
 from demo_core.xray.familiarity import FAMILIARITY_FILE, FamiliarityIndex
 from demo_core.xray.lung_prior import prior_pooled
@@ -106,23 +106,20 @@ def allowed_classes(labels) -> np.ndarray:
 
 
 def films_of(data: Path, cxr: pd.DataFrame, nih: pd.DataFrame) -> Films:
-    import cv2
     frame = pd.concat([pd.DataFrame({"collection": "cxr", "label": cxr.label, "view": cxr.view, "source": cxr.source,
                                      "path": "cxr/" + cxr.file}),
                        pd.DataFrame({"collection": "nih", "label": nih.label, "view": nih.view, "source": "nih",
                                      "path": nih.path, "patient_id": nih.patient_id})], ignore_index=True)
     frame["view"] = frame.view.map(view_of)
-    grays = [cv2.imread(str(data / p), cv2.IMREAD_GRAYSCALE) for p in frame.path]
+    grays = [read_gray(data / p) for p in frame.path]
     return Films(frame, allowed_classes(frame.label.tolist()), grays)
 
 
 def with_exports(films: Films) -> Films:
-    """The films, then a random export of each (``xray_probe.random_export``: the probe's recipe)."""
-    rng = np.random.default_rng(0)
-    exports = [random_export(g, rng) for _ in range(EXPORTS_PER_FILM) for g in films.grays]
+    """The films, then a random export of each (``xray_probe.with_random_exports``: the probe's recipe)."""
     reps = EXPORTS_PER_FILM + 1
     return Films(pd.concat([films.frame] * reps, ignore_index=True), np.tile(films.allowed, (reps, 1)),
-                 films.grays + exports)
+                 with_random_exports(films.grays))
 
 
 def film_weights(frame: pd.DataFrame, allowed: np.ndarray, nih_weight: float) -> np.ndarray:
@@ -271,22 +268,16 @@ def probabilities(head: tuple[np.ndarray, np.ndarray], features: np.ndarray) -> 
     return p.mean(1) if p.ndim == 3 else p
 
 
-def fit_temperature_partial(allowed: np.ndarray, p: np.ndarray) -> float:
-    """``stats.fit_temperature`` for labels that may be sets of classes (the NIH "Pneumonia" films)."""
-    nll = [-np.log((tempered(p, t) * allowed).sum(1) + 1e-12).mean() for t in TEMPERATURE_GRID]
-    return float(TEMPERATURE_GRID[int(np.argmin(nll))])
-
-
 # ----------------------------------------------------------------------------- choose on validation
 
 def evaluate(val: Films, pool: Films, raw: dict[str, np.ndarray], subset: np.ndarray) -> dict:
     """One blend, tempered: the cxr validation classes and the exports' stability, and the NIH table of the
     development films read out of fold (``raw["nih"]``). The temperature is fitted on both (NIH Pneumonia as a
     partial label)."""
-    t = fit_temperature_partial(np.concatenate([val.allowed, pool.allowed]), np.concatenate([raw["val"], raw["nih"]]))
+    t = fit_temperature_to_sets(np.concatenate([val.allowed, pool.allowed]), np.concatenate([raw["val"], raw["nih"]]))
     cal = {k: tempered(v, t) for k, v in raw.items()}
     m = classification_metrics(val.allowed.argmax(1), cal["val"], val.frame.source.to_numpy())
-    table = outside_table(cal["nih"], pool.frame.label, pool.frame.view)
+    table = outside_table(cal["nih"], pool.frame.label, pool.frame.view, intervals=False)
     base = cal["val"][subset]
     rob = [stability(k.split(":", 1)[1], base, p) for k, p in cal.items() if k.startswith("val:")]
     lower_view = min(s["share"] for s in table["no_finding_called_negative"].values())

@@ -88,6 +88,12 @@ def random_export(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(gray)
 
 
+def with_random_exports(grays: list[np.ndarray]) -> list[np.ndarray]:
+    """The films, then ``EXPORTS_PER_FILM`` random exports of each (seed 0): the rows the probe's head learns from."""
+    rng = np.random.default_rng(0)
+    return grays + [random_export(g, rng) for _ in range(EXPORTS_PER_FILM) for g in grays]
+
+
 def n_films_of(train_views: np.ndarray) -> int:
     """How many training films a row set of the films and their exports (films first) holds."""
     return len(train_views) // (EXPORTS_PER_FILM + 1)
@@ -101,9 +107,8 @@ def robustness_subset(n_val: int) -> np.ndarray:
 def readings_of(lung_model, films: dict[str, list[np.ndarray]], df: dict[str, pd.DataFrame],
                 smoke: bool) -> dict[str, Readings]:
     """Training films with their exports, validation films with every transform, test films as they are."""
-    rng = np.random.default_rng(0)
-    train = films["train"] + [random_export(g, rng) for _ in range(EXPORTS_PER_FILM) for g in films["train"]]
-    out = {"train": read_lungs(lung_model, train), "val": read_lungs(lung_model, films["val"]),
+    out = {"train": read_lungs(lung_model, with_random_exports(films["train"])),
+           "val": read_lungs(lung_model, films["val"]),
            "test": read_lungs(lung_model, films["test"])}
     subset = robustness_subset(len(films["val"]))
     for t in TRANSFORMS[:2] if smoke else TRANSFORMS:
@@ -471,8 +476,14 @@ def with_source_limitation(limitations: list[str], loso: dict) -> list[str]:
             f"{loso[worst]['n']} films) to {loso[best]['accuracy']:.2f} ({best}, {loso[best]['n']} films) when that "
             "source was held out of training. Films from other hospitals, scanners or exports may fare as badly; "
             "a film far from every training film gets a caution beside its answer.")
-    kept = [x for x in limitations if not x.startswith(SOURCE_LIMITATION_STARTS)]
-    return kept[:2] + [line] + kept[2:]
+    return with_limitation(limitations, line, SOURCE_LIMITATION_STARTS, at=2)
+
+
+def with_limitation(limitations: list[str], line: str, replaces: str | tuple[str, ...], at: int) -> list[str]:
+    """The card's limitations with ``line`` at position ``at``, in place of any earlier line that starts with
+    ``replaces`` (a retrained model states its figures again)."""
+    kept = [x for x in limitations if not x.startswith(replaces)]
+    return kept[:at] + [line] + kept[at:]
 
 
 def architecture(ensemble: dict) -> str:

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from common import ROOT, require_data, write_card
-from xray_common import classification_metrics, film_grays
-from xray_probe import architecture, ieee8023_accuracy, robustness_subset
+from xray_common import classification_metrics, film_grays, read_gray
+from xray_probe import architecture, ieee8023_accuracy, robustness_subset, with_limitation
 
 from demo_core.stats import expected_calibration_error, fit_temperature, tempered
 from demo_core.xray.model import FRAMINGS_READ_BY, XrayModel, load
@@ -174,8 +174,7 @@ def with_outside_limitation(limitations: list[str], table: dict) -> list[str]:
             f"pneumonia above normal films with an AUC of {table['pneumonia_auc']:.2f}: a normal film can still be "
             "called abnormal, and the answer's SIIM class was never checked on outside films (their labels do not "
             "give it).")
-    kept = [x for x in limitations if not x.startswith(OUTSIDE_LIMITATION_START)]
-    return kept[:3] + [line] + kept[3:]
+    return with_limitation(limitations, line, OUTSIDE_LIMITATION_START, at=3)
 
 
 def outside_architecture(card: dict) -> str:
@@ -192,8 +191,7 @@ def outside_architecture(card: dict) -> str:
 
 
 def outside_grays(data: Path, part: pd.DataFrame) -> list[np.ndarray]:
-    import cv2
-    return [cv2.imread(str(data / p), cv2.IMREAD_GRAYSCALE) for p in part.path]
+    return [read_gray(data / p) for p in part.path]
 
 
 def outside_design(card: dict) -> str:

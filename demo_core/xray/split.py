@@ -63,7 +63,6 @@ def group_split(keys: list[str], strata: list[str], fractions=(0.7, 0.15, 0.15),
 # ----------------------------------------------------------------------------- films from another hospital
 
 OUTSIDE_FOLDER = "cxr_nih"  # NIH Clinical Center films, "No Finding" or report-mined "Pneumonia" (its README)
-OUTSIDE_LABELS = ("no_finding", "pneumonia")
 # More of them are held out than in ``cxr/``: the test split must measure a share per view (AP, PA) of the normal
 # films with a useful interval. Fixed once (2026-12-07): patient-wise, stratified by label x view, seed 0.
 OUTSIDE_FRACTIONS = (0.45, 0.20, 0.35)
